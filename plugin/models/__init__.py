@@ -1,0 +1,8 @@
+"""MMDetection adapters: registration, config arguments and validation over plugin.ops."""
+from .dense_heads import MiningRetinaHead, MiningSSDHead
+from .losses import (EqualizedFocalLoss, FocalLossStar, PolyFocalLoss, SigmoidFocalLoss,
+                     SoftmaxFocalLoss)
+from .samplers import HardNegativeSampler
+
+__all__ = ['SigmoidFocalLoss', 'SoftmaxFocalLoss', 'FocalLossStar', 'PolyFocalLoss',
+           'EqualizedFocalLoss', 'HardNegativeSampler', 'MiningRetinaHead', 'MiningSSDHead']

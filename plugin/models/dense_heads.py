@@ -1,0 +1,105 @@
+"""Dense heads that hand their classification scores to the sampler.
+
+Both heads compute their losses over the whole batch at once: targets, then (if the sampler
+mines) the selected anchors, then the normalizer, then the two losses.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from mmdet.models.dense_heads import RetinaHead, SSDHead
+from mmdet.registry import MODELS
+from mmdet.structures.bbox import cat_boxes, get_box_tensor
+from mmdet.utils import ConfigType, InstanceList, OptInstanceList
+from torch import Tensor
+
+from .samplers import HardNegativeSampler
+
+__all__ = ['MiningRetinaHead', 'MiningSSDHead']
+
+
+def _levels_to_batch(maps: list[Tensor], channels: int) -> Tensor:
+    """[(B, a * channels, H, W)] per level -> (B, A, channels), anchors in mmdet's order."""
+    return torch.cat([m.permute(0, 2, 3, 1).reshape(m.shape[0], -1, channels) for m in maps], 1)
+
+
+class _BatchedLossMixin:
+    """``loss_by_feat`` over the concatenated batch, with the sampler's loss-ranked selection."""
+
+    hands_scores_to_sampler = True
+
+    def loss_by_feat(self, cls_scores: list[Tensor], bbox_preds: list[Tensor],
+                     batch_gt_instances: InstanceList, batch_img_metas: list[dict],
+                     batch_gt_instances_ignore: OptInstanceList = None) -> dict[str, Tensor]:
+        featmap_sizes = [score.shape[-2:] for score in cls_scores]
+        anchor_list, valid_flag_list = self.get_anchors(
+            featmap_sizes, batch_img_metas, device=cls_scores[0].device)
+        labels, label_weights, bbox_targets, bbox_weights, avg_factor = self.get_targets(
+            anchor_list, valid_flag_list, batch_gt_instances, batch_img_metas,
+            batch_gt_instances_ignore=batch_gt_instances_ignore)
+        labels, label_weights = torch.cat(labels, 1), torch.cat(label_weights, 1)
+        bbox_targets, bbox_weights = torch.cat(bbox_targets, 1), torch.cat(bbox_weights, 1)
+        cls_score = _levels_to_batch(cls_scores, self.cls_out_channels)
+        bbox_pred = _levels_to_batch(bbox_preds, self.bbox_coder.encode_size)
+        anchors = torch.stack([get_box_tensor(cat_boxes(a)) for a in anchor_list])
+
+        if isinstance(self.sampler, HardNegativeSampler):
+            selected = self.sampler.select(cls_score.detach(), labels, label_weights, anchors,
+                                           self.loss_cls, self.num_classes)
+            label_weights = label_weights * selected
+            bbox_weights = bbox_weights * selected.unsqueeze(2)
+            # mmdet's normalizer: positives per image, at least 1 each.
+            kept_pos = (selected & (labels < self.num_classes)).sum(1)
+            avg_factor = int(kept_pos.clamp(min=1).sum())
+
+        loss_cls = self.loss_cls(cls_score.flatten(0, 1), labels.flatten(),
+                                 label_weights.flatten(), avg_factor=avg_factor)
+        if self.reg_decoded_bbox:
+            bbox_pred = self.bbox_coder.decode(anchors.flatten(0, 1), bbox_pred.flatten(0, 1))
+            bbox_pred = get_box_tensor(bbox_pred)
+        loss_bbox = self.loss_bbox(bbox_pred.reshape(-1, bbox_pred.shape[-1]),
+                                   bbox_targets.flatten(0, 1), bbox_weights.flatten(0, 1),
+                                   avg_factor=avg_factor)
+        return dict(loss_cls=loss_cls, loss_bbox=loss_bbox)
+
+
+@MODELS.register_module()
+class MiningRetinaHead(_BatchedLossMixin, RetinaHead):
+    """RetinaHead whose sampler may rank anchors by loss (e.g. cross entropy + mining, the
+    focal-loss paper's OHEM baselines). With a ``PseudoSampler`` it equals ``RetinaHead``."""
+
+
+@MODELS.register_module()
+class MiningSSDHead(_BatchedLossMixin, SSDHead):
+    """SSDHead with a pluggable ``loss_cls`` / ``loss_bbox`` and mining by the sampler.
+
+    With ``loss_cls`` softmax cross entropy and ``HardNegativeSampler(neg_pos_ratio=3)`` it
+    reproduces mmdet's ``SSDHead`` losses; a sigmoid ``loss_cls`` (e.g. ``SigmoidFocalLoss``
+    with ``PseudoSampler``) gives C outputs and trains on every anchor.
+
+    Args:
+        loss_cls: classification loss config; its ``use_sigmoid`` sets the output count.
+        loss_bbox: box loss config; by default SmoothL1Loss with ``train_cfg.smoothl1_beta``
+            (1.0 when absent), as mmdet's SSDHead.
+        Other arguments as :class:`mmdet.models.dense_heads.SSDHead`.
+    """
+
+    def __init__(self, *args: Any,
+                 loss_cls: ConfigType = dict(type='CrossEntropyLoss', use_sigmoid=False,
+                                             loss_weight=1.0),
+                 loss_bbox: ConfigType | None = None, **kwargs: Any) -> None:
+        # SSDHead.__init__ calls _init_layers, which needs the loss to size the classifier.
+        self._loss_cls_cfg = loss_cls
+        super().__init__(*args, **kwargs)
+        self.use_sigmoid_cls = bool(getattr(self.loss_cls, 'use_sigmoid', False))
+        if loss_bbox is None:
+            beta = (self.train_cfg or {}).get('smoothl1_beta', 1.0)
+            loss_bbox = dict(type='SmoothL1Loss', beta=beta, loss_weight=1.0)
+        self.loss_bbox = MODELS.build(loss_bbox)
+
+    def _init_layers(self) -> None:
+        self.loss_cls = MODELS.build(self._loss_cls_cfg)
+        sigmoid = bool(getattr(self.loss_cls, 'use_sigmoid', False))
+        self.cls_out_channels = self.num_classes + (0 if sigmoid else 1)
+        super()._init_layers()

@@ -1,0 +1,212 @@
+"""MMDetection loss modules over :mod:`plugin.ops`: argument checks and mmdet conventions.
+
+mmdet calls ``loss(pred, target, weight=None, avg_factor=None, reduction_override=None)``
+with ``target`` either class indices (N,) where ``num_classes`` means background, or a
+one-hot / soft (N, C) tensor; ``weight`` is per anchor (N,) or per element; with
+``avg_factor`` a 'mean' is ``sum / (avg_factor + eps)``. That translation happens here, once.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from mmdet.registry import MODELS
+from torch import Tensor, nn
+
+from ..ops import (check_alpha, check_gamma, class_gradient_totals, equalized_focal_gammas,
+                   equalized_focal_loss, focal_loss_star, poly1_focal_loss, sigmoid_focal_loss,
+                   softmax_focal_loss)
+from ..ops.fusion import REDUCTIONS, check_reduction
+
+__all__ = ['SigmoidFocalLoss', 'SoftmaxFocalLoss', 'FocalLossStar', 'PolyFocalLoss',
+           'EqualizedFocalLoss']
+
+# mmdet's weight_reduce_loss adds this to avg_factor; kept for identical numbers.
+_AVG_EPS = torch.finfo(torch.float32).eps
+
+
+class _MMDetLoss(nn.Module):
+    """The mmdet call convention around a core loss ``self._loss(pred, target, weight, red)``."""
+
+    use_sigmoid = True
+
+    def __init__(self, use_sigmoid: bool, reduction: str, loss_weight: float) -> None:
+        super().__init__()
+        if bool(use_sigmoid) != self.use_sigmoid:
+            other = 'SoftmaxFocalLoss' if self.use_sigmoid else 'SigmoidFocalLoss'
+            raise ValueError(f'{type(self).__name__} has use_sigmoid={self.use_sigmoid}; got '
+                             f'use_sigmoid={use_sigmoid}: use {other} instead')
+        self.reduction = check_reduction(reduction)
+        self.loss_weight = float(loss_weight)
+
+    def forward(self, pred: Tensor, target: Tensor, weight: Tensor | None = None,
+                avg_factor: float | None = None,
+                reduction_override: str | None = None) -> Tensor:
+        if reduction_override not in (None,) + REDUCTIONS:
+            raise ValueError(f'reduction_override={reduction_override!r}; allowed: None, '
+                             f'{REDUCTIONS}')
+        reduction = reduction_override or self.reduction
+        if avg_factor is not None and reduction == 'sum':
+            raise ValueError('avg_factor can not be used with reduction="sum"')
+        if target.dim() == pred.dim() and not target.dtype.is_floating_point:
+            target = target.to(pred.dtype)  # an integer one-hot, not class indices
+        if weight is not None and weight.shape != pred.shape[:weight.dim()] \
+                and weight.numel() == pred.numel():
+            weight = weight.reshape(pred.shape)
+        averaged = avg_factor is not None and reduction == 'mean'
+        loss = self._loss(pred, target, weight, 'sum' if averaged else reduction)
+        if averaged:
+            loss = loss / (avg_factor + _AVG_EPS)
+        return self.loss_weight * loss
+
+    def _loss(self, pred: Tensor, target: Tensor, weight: Tensor | None,
+              reduction: str) -> Tensor:
+        raise NotImplementedError
+
+
+@MODELS.register_module()
+class SigmoidFocalLoss(_MMDetLoss):
+    """Sigmoid focal loss; a drop-in for mmdet's ``FocalLoss`` (see
+    :func:`plugin.ops.sigmoid_focal_loss`).
+
+    Args:
+        gamma: focusing parameter >= 0 (0: alpha-balanced cross entropy).
+        alpha: float in [0, 1], a per-class list of length C, or None (no balancing).
+        label_smoothing: eps in [0, 1); binary targets become t (1 - eps) + eps / 2.
+        reduction: 'none', 'mean' or 'sum'. loss_weight: multiplier.
+        use_sigmoid: must be True (accepted so that configs merged over ``FocalLoss`` work).
+    """
+
+    def __init__(self, gamma: float = 2.0, alpha: float | Sequence[float] | None = 0.25,
+                 label_smoothing: float = 0.0, reduction: str = 'mean',
+                 loss_weight: float = 1.0, use_sigmoid: bool = True) -> None:
+        super().__init__(use_sigmoid, reduction, loss_weight)
+        self.gamma = check_gamma(gamma)
+        self.alpha = check_alpha(alpha)
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f'label_smoothing={label_smoothing} is outside [0, 1)')
+        self.label_smoothing = float(label_smoothing)
+
+    def _loss(self, pred, target, weight, reduction):
+        return sigmoid_focal_loss(pred, target, self.alpha, self.gamma, reduction,
+                                  weight=weight, label_smoothing=self.label_smoothing)
+
+
+@MODELS.register_module()
+class SoftmaxFocalLoss(_MMDetLoss):
+    """Softmax focal loss over C + 1 outputs, background last (heads with
+    ``use_sigmoid=False``); see :func:`plugin.ops.softmax_focal_loss`.
+
+    Args:
+        gamma: focusing parameter >= 0 (0: softmax cross entropy, alpha-weighted).
+        alpha: float in [0, 1] (alpha for classes, 1 - alpha for background), a list of
+            C + 1 per-output weights in [0, 1], or None.
+        reduction, loss_weight: as usual. use_sigmoid: must be False.
+    """
+
+    use_sigmoid = False
+
+    def __init__(self, gamma: float = 2.0, alpha: float | Sequence[float] | None = 0.25,
+                 reduction: str = 'mean', loss_weight: float = 1.0,
+                 use_sigmoid: bool = False) -> None:
+        super().__init__(use_sigmoid, reduction, loss_weight)
+        self.gamma = check_gamma(gamma)
+        self.alpha = check_alpha(alpha)
+
+    def _loss(self, pred, target, weight, reduction):
+        return softmax_focal_loss(pred, target, self.alpha, self.gamma, reduction,
+                                  weight=weight)
+
+
+@MODELS.register_module()
+class FocalLossStar(_MMDetLoss):
+    """FL* from the focal-loss paper's appendix: -alpha_t log(sigmoid(gamma x_t + beta)) / gamma.
+
+    Args:
+        gamma: > 0. beta: shift. alpha: as :class:`SigmoidFocalLoss`.
+    """
+
+    def __init__(self, gamma: float = 2.0, beta: float = 1.0,
+                 alpha: float | Sequence[float] | None = 0.25, reduction: str = 'mean',
+                 loss_weight: float = 1.0, use_sigmoid: bool = True) -> None:
+        super().__init__(use_sigmoid, reduction, loss_weight)
+        self.gamma = check_gamma(gamma, strictly_positive=True)
+        self.beta = float(beta)
+        self.alpha = check_alpha(alpha)
+
+    def _loss(self, pred, target, weight, reduction):
+        return focal_loss_star(pred, target, self.gamma, self.beta, self.alpha, reduction,
+                               weight=weight)
+
+
+@MODELS.register_module()
+class PolyFocalLoss(_MMDetLoss):
+    """Poly-1 focal loss: focal loss + epsilon (1 - p_t)^(gamma + 1).
+
+    Args:
+        gamma, alpha: as :class:`SigmoidFocalLoss`. epsilon: the poly-1 coefficient.
+    """
+
+    def __init__(self, gamma: float = 2.0, alpha: float | Sequence[float] | None = 0.25,
+                 epsilon: float = 1.0, reduction: str = 'mean', loss_weight: float = 1.0,
+                 use_sigmoid: bool = True) -> None:
+        super().__init__(use_sigmoid, reduction, loss_weight)
+        self.gamma = check_gamma(gamma)
+        self.alpha = check_alpha(alpha)
+        self.epsilon = float(epsilon)
+
+    def _loss(self, pred, target, weight, reduction):
+        return poly1_focal_loss(pred, target, self.alpha, self.gamma, self.epsilon, reduction,
+                                weight=weight)
+
+
+@MODELS.register_module()
+class EqualizedFocalLoss(_MMDetLoss):
+    """Equalized focal loss (EFL) with per-class focusing from gradient statistics.
+
+    The accumulated positive / negative gradient magnitudes per class are buffers
+    (``pos_grad``, ``neg_grad``): saved in checkpoints and, in distributed training, summed
+    over processes at every update so that all replicas share them.
+
+    Args:
+        num_classes: C, the classifier's output count.
+        gamma_b: base focusing parameter (> 0). scale_factor: s >= 0.
+        alpha: as :class:`SigmoidFocalLoss`.
+    """
+
+    def __init__(self, num_classes: int, gamma_b: float = 2.0, scale_factor: float = 8.0,
+                 alpha: float | Sequence[float] | None = 0.25, reduction: str = 'mean',
+                 loss_weight: float = 1.0, use_sigmoid: bool = True) -> None:
+        super().__init__(use_sigmoid, reduction, loss_weight)
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f'num_classes={num_classes!r}; allowed: an int >= 1')
+        self.num_classes = num_classes
+        self.gamma_b = check_gamma(gamma_b, 'gamma_b', strictly_positive=True)
+        self.scale_factor = check_gamma(scale_factor, 'scale_factor')
+        self.alpha = check_alpha(alpha, num_classes)
+        self.register_buffer('pos_grad', torch.zeros(num_classes))
+        self.register_buffer('neg_grad', torch.zeros(num_classes))
+
+    def class_gammas(self) -> Tensor:
+        """Current per-class focusing parameters gamma_j, shape (C,)."""
+        return equalized_focal_gammas(self.pos_grad, self.neg_grad, self.gamma_b,
+                                      self.scale_factor)
+
+    def _loss(self, pred, target, weight, reduction):
+        if pred.shape[-1] != self.num_classes:
+            raise ValueError(f'EqualizedFocalLoss(num_classes={self.num_classes}) got logits '
+                             f'with {pred.shape[-1]} classes; set num_classes to match the head')
+        loss = equalized_focal_loss(pred, target, self.class_gammas(), self.gamma_b,
+                                    self.alpha, reduction, weight=weight)
+        if self.training and pred.requires_grad:
+            pred.register_hook(lambda grad: self._accumulate(grad, target))
+        return loss
+
+    @torch.no_grad()
+    def _accumulate(self, grad: Tensor, target: Tensor) -> None:
+        pos, neg = class_gradient_totals(grad, target)
+        totals = torch.stack([pos, neg]).to(self.pos_grad.dtype)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(totals)
+        self.pos_grad += totals[0]
+        self.neg_grad += totals[1]

@@ -1,0 +1,80 @@
+"""Equalized focal loss (Li et al., 2022) for long-tailed dense detection.
+
+Each class j gets its own focusing parameter gamma_j = gamma_b + s (1 - g_j), where g_j in
+[0, 1] is the accumulated ratio of positive to negative gradient magnitude for class j: rare
+classes, swamped by negatives (g_j -> 0), get stronger focusing, and their loss is scaled up by
+gamma_j / gamma_b so that they are not simply down-weighted.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .focal import Alpha, check_gamma, generalized_sigmoid_focal_loss
+from .fusion import FusedKernel, dense_targets, upcast
+
+__all__ = ['equalized_focal_gammas', 'equalized_focal_loss', 'class_gradient_totals']
+
+
+def equalized_focal_gammas(pos_grad: Tensor, neg_grad: Tensor, gamma_b: float,
+                           scale_factor: float) -> Tensor:
+    """Per-class gamma_j = gamma_b + scale_factor * (1 - g_j) from accumulated gradients.
+
+    Args:
+        pos_grad, neg_grad: (C,) accumulated |dL/dx| of positive and negative entries.
+        gamma_b, scale_factor: the base focusing parameter and s.
+
+    Returns:
+        (C,) float tensor. A class without statistics yet (neg_grad == 0) has g_j = 1,
+        i.e. plain focal loss.
+    """
+    ratio = torch.where(neg_grad > 0, (pos_grad / neg_grad.clamp(min=1e-30)).clamp(0, 1),
+                        torch.ones_like(pos_grad))
+    return gamma_b + scale_factor * (1 - ratio)
+
+
+def equalized_focal_loss(inputs: Tensor, targets: Tensor, class_gamma: Tensor,
+                         gamma_b: float = 2.0, alpha: Alpha = 0.25, reduction: str = 'none',
+                         *, weight: Tensor | None = None) -> Tensor:
+    """alpha_t (gamma_j / gamma_b) (1 - p_t)^gamma_j BCE, with gamma_j from ``class_gamma``.
+
+    Args:
+        inputs: logits (N, C); targets: class indices (N,) with C = background, or (N, C)
+            floats in [0, 1].
+        class_gamma: (C,) per-class focusing parameters, e.g. :func:`equalized_focal_gammas`.
+        gamma_b: base focusing parameter (> 0) that normalizes the per-class weight.
+        alpha, reduction, weight: as :func:`plugin.ops.sigmoid_focal_loss`.
+    """
+    gamma_b = check_gamma(gamma_b, 'gamma_b', strictly_positive=True)
+    if class_gamma.shape != inputs.shape[-1:]:
+        raise ValueError(f'class_gamma must have shape ({inputs.shape[-1]},) for logits '
+                         f'{tuple(inputs.shape)}, got {tuple(class_gamma.shape)}')
+    class_gamma = class_gamma.detach().to(device=inputs.device, dtype=upcast(inputs).dtype)
+    return generalized_sigmoid_focal_loss(inputs, targets, alpha, class_gamma, 0.0, reduction,
+                                          weight, class_gamma / gamma_b, 0.0)
+
+
+def _class_gradient_totals(grad: Tensor, targets: Tensor) -> Tensor:
+    g = upcast(grad).abs()
+    t = dense_targets(targets, g)
+    positive = (g * t).sum(0)
+    return torch.stack([positive, g.sum(0) - positive])
+
+
+CLASS_GRADIENT_TOTALS = FusedKernel(_class_gradient_totals)
+
+
+def class_gradient_totals(grad: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-class sums of |grad| over positive and negative entries.
+
+    Args:
+        grad: (N, C) gradient of the loss w.r.t. the logits.
+        targets: class indices (N,) with C = background, or (N, C) floats in [0, 1]
+            (a soft target splits an entry's magnitude between the two sums).
+
+    Returns:
+        (pos, neg), each (C,) in ``grad``'s dtype, float32 for half inputs.
+    """
+    totals = CLASS_GRADIENT_TOTALS(grad.reshape(-1, grad.shape[-1]),
+                                   targets.reshape(-1, *targets.shape[grad.dim() - 1:]))
+    return totals[0], totals[1]

@@ -1,0 +1,337 @@
+"""Focal-loss family on logits: sigmoid focal loss, Poly-1, FL* and softmax focal loss.
+
+Every function takes raw logits and either class-index targets or dense (soft) targets, and
+returns a loss with the requested reduction. Forward keeps only logits and targets for the
+backward pass; gradients are analytic (see :mod:`plugin.ops.fusion`).
+
+Notation: p = sigmoid(x), t the target in [0, 1], 1 - p_t = t (1 - p) + (1 - t) p (the
+probability given to the wrong answer), alpha_t = alpha t + (1 - alpha)(1 - t).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .fusion import (FusedKernel, chain_gradient, check_reduction, dense_targets, fused_loss,
+                     reduce_weighted, upcast)
+
+__all__ = ['sigmoid_focal_loss', 'poly1_focal_loss', 'focal_loss_star', 'softmax_focal_loss',
+           'check_gamma', 'check_alpha', 'check_inputs', 'generalized_sigmoid_focal_loss']
+
+Alpha = float | Sequence[float] | Tensor | None
+
+
+# ---------------------------------------------------------------- argument checks
+def check_gamma(gamma: float, name: str = 'gamma', strictly_positive: bool = False) -> float:
+    gamma = float(gamma)
+    if gamma < 0 or (strictly_positive and gamma == 0) or gamma != gamma:
+        allowed = '> 0' if strictly_positive else '>= 0'
+        raise ValueError(f'{name}={gamma} is not allowed; {name} must be a number {allowed}')
+    return gamma
+
+
+def check_alpha(alpha: Alpha, num_classes: int | None = None,
+                name: str = 'alpha') -> float | Tensor | None:
+    """Validate alpha: None, a float in [0, 1], or one value in [0, 1] per class."""
+    if alpha is None:
+        return None
+    if isinstance(alpha, (int, float)):
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f'{name}={alpha} is outside [0, 1]; allowed: a float in [0, 1], '
+                             f'a per-class list of such floats, or None (no balancing)')
+        return float(alpha)
+    values = torch.as_tensor(alpha, dtype=torch.float32).flatten()
+    if num_classes is not None and values.numel() != num_classes:
+        raise ValueError(f'per-class {name} has {values.numel()} values but there are '
+                         f'{num_classes} classes; give exactly one value per class')
+    if values.numel() and not bool(((values >= 0) & (values <= 1)).all()):
+        raise ValueError(f'per-class {name} has values outside [0, 1]: {values.tolist()}')
+    return values
+
+
+def check_inputs(logits: Tensor, targets: Tensor, weight: Tensor | None,
+                 max_label: int) -> None:
+    """Shapes and label range, with errors that name the argument.
+
+    Integer ``targets`` are class indices in [0, max_label]; float targets match ``logits``.
+    """
+    if not logits.dtype.is_floating_point:
+        raise TypeError(f'logits must be a floating tensor, got dtype {logits.dtype}')
+    if targets.dtype.is_floating_point:
+        if targets.shape != logits.shape:
+            raise ValueError(f'float (one-hot or soft) targets must match logits: targets '
+                             f'{tuple(targets.shape)} vs logits {tuple(logits.shape)}')
+    else:
+        if targets.shape != logits.shape[:-1]:
+            raise ValueError(f'class-index targets must have shape {tuple(logits.shape[:-1])} '
+                             f'for logits {tuple(logits.shape)}, got {tuple(targets.shape)}')
+        if targets.numel() and (bool(targets.min() < 0) or bool(targets.max() > max_label)):
+            background = ('the last output' if max_label == logits.shape[-1] - 1
+                          else f'{max_label}, for a classifier without a background output')
+            raise ValueError(f'labels must lie in [0, {max_label}] (background = {background}), '
+                             f'got min {int(targets.min())}, max {int(targets.max())}')
+    if weight is not None and (weight.dim() > logits.dim()
+                               or weight.shape != logits.shape[:weight.dim()]):
+        raise ValueError(f'weight of shape {tuple(weight.shape)} does not fit logits '
+                         f'{tuple(logits.shape)}; allowed: per-row {tuple(logits.shape[:1])} '
+                         f'or per-element {tuple(logits.shape)}')
+
+
+def _alpha_t(t: Tensor, alpha: float | Tensor | None) -> Tensor | float:
+    if alpha is None:
+        return 1.0
+    return alpha * t + (1 - alpha) * (1 - t)
+
+
+def _as_param(value: float | Tensor | None, like: Tensor) -> float | Tensor | None:
+    return value.to(like.device) if isinstance(value, Tensor) else value
+
+
+# ---------------------------------------------------------------- sigmoid focal (+ Poly-1, EFL)
+def _sigmoid_parts(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """p, 1 - p and softplus(x) from one exp: exact in both tails."""
+    e = torch.exp(-x.abs())
+    r = 1.0 / (1.0 + e)
+    nonneg = x >= 0
+    p = torch.where(nonneg, r, e * r)
+    one_minus_p = torch.where(nonneg, e * r, r)
+    return p, one_minus_p, x.clamp(min=0) + torch.log1p(e)
+
+
+def _smoothed(t: Tensor, label_smoothing: float) -> Tensor:
+    return t * (1 - label_smoothing) + 0.5 * label_smoothing if label_smoothing else t
+
+
+def _sigmoid_focal_value(logits: Tensor, targets: Tensor, weight: Tensor | None, reduction: str,
+                         alpha: float | Tensor | None, gamma: float | Tensor, epsilon: float,
+                         class_weight: Tensor | None, label_smoothing: float) -> Tensor:
+    x = upcast(logits)
+    t = _smoothed(dense_targets(targets, x), label_smoothing)
+    p, one_minus_p, softplus = _sigmoid_parts(x)
+    q = t * one_minus_p + (1 - t) * p
+    ce = softplus - t * x
+    modulator = q ** gamma
+    loss = ce * modulator * _alpha_t(t, alpha)
+    if epsilon:  # Poly-1's term, unbalanced as in the paper
+        loss = loss + epsilon * modulator * q
+    if class_weight is not None:
+        loss = loss * class_weight
+    return reduce_weighted(loss, weight, reduction)
+
+
+def _sigmoid_focal_grad(logits: Tensor, targets: Tensor, weight: Tensor | None,
+                        grad_out: Tensor, reduction: str, alpha: float | Tensor | None,
+                        gamma: float | Tensor, epsilon: float, class_weight: Tensor | None,
+                        label_smoothing: float) -> Tensor:
+    x = upcast(logits)
+    t = _smoothed(dense_targets(targets, x), label_smoothing)
+    p, one_minus_p, softplus = _sigmoid_parts(x)
+    q = t * one_minus_p + (1 - t) * p
+    dq = (1 - 2 * t) * p * one_minus_p
+    if isinstance(gamma, float) and gamma == 0:
+        grad = (p - t) * _alpha_t(t, alpha)
+        if epsilon:
+            grad = grad + epsilon * dq
+    else:
+        # q ** (gamma - 1) is infinite at q = 0 for gamma < 1, where its factor dq is 0.
+        q_pow = q ** (gamma - 1)
+        if not isinstance(gamma, float) or gamma < 1:
+            q_pow = torch.where(q > 0, q_pow, 0.0)
+        modulator = q_pow * q
+        grad = ((p - t) * modulator + gamma * (softplus - t * x) * q_pow * dq) * _alpha_t(t, alpha)
+        if epsilon:
+            grad = grad + epsilon * (gamma + 1) * modulator * dq
+    if class_weight is not None:
+        grad = grad * class_weight
+    return chain_gradient(grad, weight, grad_out, reduction, x.numel(), logits.dtype)
+
+
+SIGMOID_FOCAL_VALUE = FusedKernel(_sigmoid_focal_value)
+SIGMOID_FOCAL_GRAD = FusedKernel(_sigmoid_focal_grad)
+
+
+def generalized_sigmoid_focal_loss(inputs: Tensor, targets: Tensor, alpha: Alpha,
+                               gamma: float | Tensor, epsilon: float, reduction: str,
+                               weight: Tensor | None, class_weight: Tensor | None,
+                               label_smoothing: float) -> Tensor:
+    check_reduction(reduction)
+    num_classes = inputs.shape[-1] if inputs.dim() else 1
+    check_inputs(inputs, targets, weight, max_label=num_classes)
+    alpha = _as_param(check_alpha(alpha, num_classes), inputs)
+    params = (alpha, _as_param(gamma, inputs), float(epsilon),
+              _as_param(class_weight, inputs), float(label_smoothing))
+    return fused_loss(SIGMOID_FOCAL_VALUE, SIGMOID_FOCAL_GRAD, inputs, targets, weight,
+                      reduction, params)
+
+
+def sigmoid_focal_loss(inputs: Tensor, targets: Tensor, alpha: Alpha = 0.25,
+                       gamma: float = 2.0, reduction: str = 'none', *,
+                       weight: Tensor | None = None, label_smoothing: float = 0.0) -> Tensor:
+    """Sigmoid focal loss (Lin et al., 2017): -alpha_t (1 - p_t)^gamma log(p_t).
+
+    Same meaning as ``torchvision.ops.sigmoid_focal_loss``, which it matches to rounding.
+
+    Args:
+        inputs: logits, float tensor of any shape (..., C); float16/bfloat16 are computed in
+            float32 and the gradient is returned in the input dtype.
+        targets: float tensor shaped like ``inputs`` with values in [0, 1] (one-hot or soft),
+            or an integer tensor of class indices shaped ``inputs.shape[:-1]`` where index C
+            means background (all-zero row).
+        alpha: balance of positives; a float in [0, 1], a per-class sequence of length C,
+            or None (a negative float, torchvision's convention, also means none).
+        gamma: focusing parameter >= 0; 0 gives alpha-balanced binary cross entropy.
+        reduction: 'none' (loss shaped like ``inputs``), 'mean' (over all elements) or 'sum'.
+        weight: optional per-row (``inputs.shape[:k]``) or per-element weight.
+        label_smoothing: eps in [0, 1): targets become t (1 - eps) + eps / 2.
+
+    Returns:
+        float32 loss (or ``inputs``' dtype for float64).
+    """
+    if isinstance(alpha, (int, float)) and alpha < 0:
+        alpha = None
+    _check_smoothing(label_smoothing)
+    return generalized_sigmoid_focal_loss(inputs, targets, alpha, check_gamma(gamma), 0.0,
+                                      reduction, weight, None, label_smoothing)
+
+
+def poly1_focal_loss(inputs: Tensor, targets: Tensor, alpha: Alpha = 0.25, gamma: float = 2.0,
+                     epsilon: float = 1.0, reduction: str = 'none', *,
+                     weight: Tensor | None = None) -> Tensor:
+    """Poly-1 focal loss (Leng et al., 2022): FL + epsilon (1 - p_t)^(gamma + 1).
+
+    As in the paper, alpha weights the focal term only. Arguments as
+    :func:`sigmoid_focal_loss`; ``epsilon`` is any float: positive values put more weight on
+    the leading polynomial term (the paper's best for RetinaNet is -1 <= epsilon <= 1).
+    """
+    epsilon = float(epsilon)
+    if epsilon != epsilon:
+        raise ValueError('epsilon must be a number, got nan')
+    return generalized_sigmoid_focal_loss(inputs, targets, alpha, check_gamma(gamma), epsilon,
+                                      reduction, weight, None, 0.0)
+
+
+def _check_smoothing(label_smoothing: float) -> None:
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f'label_smoothing={label_smoothing} is outside [0, 1)')
+
+
+# ---------------------------------------------------------------- FL* (paper, appendix A)
+def _focal_star_value(logits: Tensor, targets: Tensor, weight: Tensor | None, reduction: str,
+                      alpha: float | Tensor | None, gamma: float, beta: float) -> Tensor:
+    x = upcast(logits)
+    t = dense_targets(targets, x)
+    z = gamma * x
+    loss = (t * F.softplus(-(z + beta)) + (1 - t) * F.softplus(z - beta)) / gamma
+    return reduce_weighted(loss * _alpha_t(t, alpha), weight, reduction)
+
+
+def _focal_star_grad(logits: Tensor, targets: Tensor, weight: Tensor | None, grad_out: Tensor,
+                     reduction: str, alpha: float | Tensor | None, gamma: float,
+                     beta: float) -> Tensor:
+    x = upcast(logits)
+    t = dense_targets(targets, x)
+    z = gamma * x
+    grad = (1 - t) * torch.sigmoid(z - beta) - t * torch.sigmoid(-(z + beta))
+    grad = grad * _alpha_t(t, alpha)
+    return chain_gradient(grad, weight, grad_out, reduction, x.numel(), logits.dtype)
+
+
+FOCAL_STAR_VALUE = FusedKernel(_focal_star_value)
+FOCAL_STAR_GRAD = FusedKernel(_focal_star_grad)
+
+
+def focal_loss_star(inputs: Tensor, targets: Tensor, gamma: float = 2.0, beta: float = 1.0,
+                    alpha: Alpha = 0.25, reduction: str = 'none', *,
+                    weight: Tensor | None = None) -> Tensor:
+    """FL* (Lin et al., 2017, appendix A): -alpha_t log(sigmoid(gamma x_t + beta)) / gamma.
+
+    x_t = x for a positive and -x for a negative; soft targets mix the two terms linearly.
+    ``gamma`` > 0 sharpens, ``beta`` shifts; the paper's settings are (2, 1) and (4, 0).
+    Other arguments as :func:`sigmoid_focal_loss`.
+    """
+    check_reduction(reduction)
+    gamma = check_gamma(gamma, strictly_positive=True)
+    check_inputs(inputs, targets, weight, max_label=inputs.shape[-1])
+    alpha = _as_param(check_alpha(alpha, inputs.shape[-1]), inputs)
+    return fused_loss(FOCAL_STAR_VALUE, FOCAL_STAR_GRAD, inputs, targets, weight, reduction,
+                      (alpha, gamma, float(beta)))
+
+
+# ---------------------------------------------------------------- softmax focal
+def _softmax_focal_value(logits: Tensor, targets: Tensor, weight: Tensor | None,
+                         reduction: str, alpha: Tensor | None, gamma: float) -> Tensor:
+    x = upcast(logits)
+    t = dense_targets(targets, x)
+    log_p = torch.log_softmax(x, dim=-1)
+    loss = -t * (-torch.expm1(log_p)) ** gamma * log_p
+    if alpha is not None:
+        loss = loss * alpha
+    return reduce_weighted(loss.sum(-1), weight, reduction)
+
+
+def _softmax_focal_grad(logits: Tensor, targets: Tensor, weight: Tensor | None,
+                        grad_out: Tensor, reduction: str, alpha: Tensor | None,
+                        gamma: float) -> Tensor:
+    x = upcast(logits)
+    t = dense_targets(targets, x)
+    log_p = torch.log_softmax(x, dim=-1)
+    p = torch.exp(log_p)
+    one_minus_p = -torch.expm1(log_p)
+    if gamma == 0:
+        per_class = -t
+    else:
+        pow_m1 = one_minus_p ** (gamma - 1)
+        if gamma < 1:  # infinite at p = 1, where its factor log p is 0
+            pow_m1 = torch.where(one_minus_p > 0, pow_m1, 0.0)
+        per_class = t * (gamma * pow_m1 * p * log_p - pow_m1 * one_minus_p)
+    if alpha is not None:
+        per_class = per_class * alpha
+    # d/dz of a loss on class c is g_c (onehot_c - p): summed over c with weights t_c.
+    grad = per_class - per_class.sum(-1, keepdim=True) * p
+    return chain_gradient(grad, weight, grad_out, reduction, x[..., 0].numel(), logits.dtype)
+
+
+SOFTMAX_FOCAL_VALUE = FusedKernel(_softmax_focal_value)
+SOFTMAX_FOCAL_GRAD = FusedKernel(_softmax_focal_grad)
+
+
+def softmax_alpha(alpha: Alpha, num_outputs: int) -> Tensor | None:
+    """Per-output alpha for a softmax over C classes + background (last).
+
+    A float gives alpha to every class and 1 - alpha to background; a sequence must have one
+    value per output (C + 1); None applies no balancing.
+    """
+    checked = check_alpha(alpha, num_outputs)
+    if not isinstance(checked, float):
+        return checked
+    values = torch.full((num_outputs,), checked)
+    values[-1] = 1.0 - checked
+    return values
+
+
+def softmax_focal_loss(inputs: Tensor, targets: Tensor, alpha: Alpha = 0.25,
+                       gamma: float = 2.0, reduction: str = 'none', *,
+                       weight: Tensor | None = None) -> Tensor:
+    """Softmax focal loss: -alpha_y (1 - p_y)^gamma log p_y over C + 1 outputs.
+
+    Args:
+        inputs: logits (N, C + 1), background last.
+        targets: class indices (N,) in [0, C], or a probability distribution (N, C + 1).
+        alpha: see :func:`softmax_alpha`.
+        gamma: focusing parameter >= 0; 0 gives (alpha-weighted) softmax cross entropy.
+        reduction: 'none' (per row, shape (N,)), 'mean' (over rows) or 'sum'.
+        weight: optional per-row weight (N,).
+    """
+    check_reduction(reduction)
+    gamma = check_gamma(gamma)
+    num_outputs = inputs.shape[-1]
+    check_inputs(inputs, targets, weight, max_label=num_outputs - 1)
+    if weight is not None and weight.dim() >= inputs.dim():
+        raise ValueError(f'softmax focal loss takes a per-row weight of shape '
+                         f'{tuple(inputs.shape[:-1])}, got {tuple(weight.shape)}')
+    alpha = _as_param(softmax_alpha(alpha, num_outputs), inputs)
+    return fused_loss(SOFTMAX_FOCAL_VALUE, SOFTMAX_FOCAL_GRAD, inputs, targets, weight,
+                      reduction, (alpha, gamma))

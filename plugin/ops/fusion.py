@@ -1,0 +1,158 @@
+"""Fused loss kernels: an autograd Function over a pure (value, gradient) pair.
+
+A dense head's classification loss runs over ~100k anchors x 80 classes. Autograd would keep a
+chain of full-size intermediates for the backward pass; here the forward keeps only the logits
+and targets, and the backward recomputes the analytic gradient from them. On CPU and CUDA the
+two kernels are compiled with ``torch.compile(dynamic=True)`` into one fused loop each, so that
+anchor counts changing between batches do not recompile. Where no compiler works, the first
+failure is reported once with a warning and the same functions run eagerly.
+
+Set ``PLUGIN_COMPILE=0`` in the environment to always run eagerly.
+"""
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+REDUCTIONS = ('none', 'mean', 'sum')
+
+__all__ = ['FusedKernel', 'fused_loss', 'dense_targets', 'reduce_weighted', 'check_reduction',
+           'chain_gradient', 'upcast', 'compile_enabled', 'first_compile_seconds']
+
+_compile_failed = False
+_first_compile_seconds: dict[str, float] = {}
+
+
+def compile_enabled() -> bool:
+    """Whether fused kernels will be compiled (``PLUGIN_COMPILE`` unset or not ``0``)."""
+    return not _compile_failed and os.environ.get('PLUGIN_COMPILE', '1') != '0'
+
+
+def first_compile_seconds() -> dict[str, float]:
+    """Seconds each kernel spent on its first (compiling) call in this process."""
+    return dict(_first_compile_seconds)
+
+
+class FusedKernel:
+    """A pure tensor function, compiled on first use where a compiler is available."""
+
+    def __init__(self, fn: Callable[..., Tensor]) -> None:
+        self.fn = fn
+        self.name = fn.__name__
+        self._compiled: Callable[..., Tensor] | None = None
+
+    def __call__(self, logits: Tensor, *args: Any) -> Tensor:
+        global _compile_failed
+        use_compiled = (compile_enabled() and logits.numel() > 0
+                        and logits.device.type in ('cpu', 'cuda')
+                        and not torch.compiler.is_compiling())
+        if not use_compiled:
+            return self.fn(logits, *args)
+        if self._compiled is None:
+            self._compiled = torch.compile(self.fn, dynamic=True)
+        start = time.perf_counter()
+        try:
+            out = self._compiled(logits, *args)
+        except Exception as err:  # noqa: BLE001 - any compiler failure falls back to eager
+            out = self.fn(logits, *args)  # a genuine input error raises here, uncaught
+            _compile_failed = True
+            warnings.warn(f'plugin: torch.compile is unavailable here ({type(err).__name__}: '
+                          f'{str(err).splitlines()[0][:200]}); fused losses run eagerly.',
+                          RuntimeWarning, stacklevel=2)
+            return out
+        _first_compile_seconds.setdefault(self.name, time.perf_counter() - start)
+        return out
+
+
+class _FusedLossFunction(torch.autograd.Function):
+    """Saves logits and targets only; the gradient kernel recomputes what it needs."""
+
+    @staticmethod
+    def forward(ctx: Any, value: FusedKernel, grad: FusedKernel, logits: Tensor,
+                targets: Tensor, weight: Tensor | None, reduction: str,
+                params: tuple) -> Tensor:
+        ctx.grad_kernel, ctx.reduction, ctx.params = grad, reduction, params
+        ctx.save_for_backward(logits, targets, weight)
+        return value(logits, targets, weight, reduction, *params)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple:
+        logits, targets, weight = ctx.saved_tensors
+        grad_logits = ctx.grad_kernel(logits, targets, weight, grad_out, ctx.reduction,
+                                      *ctx.params)
+        return None, None, grad_logits, None, None, None, None
+
+
+def fused_loss(value: FusedKernel, grad: FusedKernel, logits: Tensor, targets: Tensor,
+               weight: Tensor | None, reduction: str, params: tuple) -> Tensor:
+    """Apply ``value`` with ``grad`` as its analytic backward.
+
+    ``value(logits, targets, weight, reduction, *params)`` returns the reduced loss and
+    ``grad(logits, targets, weight, grad_out, reduction, *params)`` its gradient w.r.t. logits.
+    Both are pure functions of their tensors; ``params`` holds floats or small tensors.
+    """
+    if not logits.requires_grad:
+        return value(logits, targets, weight, reduction, *params)
+    return _FusedLossFunction.apply(value, grad, logits, targets, weight, reduction, params)
+
+
+def check_reduction(reduction: str) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f'reduction={reduction!r} is not supported; allowed: {REDUCTIONS}')
+    return reduction
+
+
+def upcast(logits: Tensor) -> Tensor:
+    """float16/bfloat16 logits are computed in float32; float32/float64 stay as they are."""
+    return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+
+
+def dense_targets(targets: Tensor, logits: Tensor) -> Tensor:
+    """Float targets shaped like ``logits`` (N, C).
+
+    Integer ``targets`` (N,) are class indices; index C (or any value outside [0, C)) is a
+    row of zeros, i.e. background for sigmoid classifiers. The one-hot never materializes in
+    a compiled kernel: it is an index comparison fused into the loss loop.
+    """
+    if targets.dtype.is_floating_point:
+        return targets.to(logits.dtype)
+    classes = torch.arange(logits.shape[-1], device=logits.device)
+    return (targets.unsqueeze(-1) == classes).to(logits.dtype)
+
+
+def reduce_weighted(loss: Tensor, weight: Tensor | None, reduction: str) -> Tensor:
+    """Multiply by ``weight`` (broadcast from the left) and reduce."""
+    if weight is not None:
+        loss = loss * _broadcast_left(weight, loss)
+    if reduction == 'sum':
+        return loss.sum()
+    if reduction == 'mean':
+        return loss.sum() / max(loss.numel(), 1)
+    return loss
+
+
+def chain_gradient(grad: Tensor, weight: Tensor | None, grad_out: Tensor, reduction: str,
+                   num_losses: int, dtype: torch.dtype) -> Tensor:
+    """Chain the per-element ``grad`` with ``weight`` and the reduction's ``grad_out``.
+
+    ``num_losses`` is the element count a 'mean' divides by; ``dtype`` the logits' dtype.
+    """
+    if reduction == 'none':
+        grad = grad * _broadcast_left(grad_out, grad)
+    elif reduction == 'mean':
+        grad = grad * (grad_out.to(grad.dtype) / max(num_losses, 1))
+    else:
+        grad = grad * grad_out.to(grad.dtype)
+    if weight is not None:
+        grad = grad * _broadcast_left(weight, grad)
+    return grad.to(dtype)
+
+
+def _broadcast_left(weight: Tensor, like: Tensor) -> Tensor:
+    """View a (N,) or (N, C) weight so that it broadcasts over ``like`` from the left."""
+    return weight.reshape(weight.shape + (1,) * (like.dim() - weight.dim())).to(like.dtype)

@@ -1,0 +1,144 @@
+"""Loss-ranked example selection for dense detectors, batched over images.
+
+SSD's hard negative mining keeps every positive and the highest-loss negatives, at most
+``neg_pos_ratio`` per positive. OHEM (as in the focal-loss paper's Table 1d) ranks all
+examples by loss, removes overlapping ones with NMS and keeps the top ``batch_size``.
+Everything works on (B, A) tensors at once: no Python loop over images or anchors.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ['hard_negative_mask', 'ohem_mask', 'box_iou', 'greedy_nms_sorted']
+
+
+def _check_mask(name: str, mask: Tensor, like: Tensor) -> None:
+    if mask.shape != like.shape or mask.dtype != torch.bool:
+        raise ValueError(f'{name} must be a bool tensor of shape {tuple(like.shape)}, '
+                         f'got {mask.dtype} {tuple(mask.shape)}')
+
+
+def _top_per_row(scores: Tensor, eligible: Tensor, counts: Tensor) -> Tensor:
+    """Bool mask of the ``counts[b]`` highest ``scores`` among ``eligible`` in each row b."""
+    k_max = int(counts.max()) if counts.numel() else 0
+    selected = torch.zeros_like(eligible)
+    if k_max == 0:
+        return selected
+    ranked = scores.masked_fill(~eligible, float('-inf')).topk(k_max, dim=1).indices
+    in_budget = torch.arange(k_max, device=scores.device) < counts.unsqueeze(1)
+    return selected.scatter_(1, ranked, in_budget)
+
+
+def hard_negative_mask(losses: Tensor, positive: Tensor, negative: Tensor,
+                       neg_pos_ratio: float = 3.0, min_negatives: int = 0) -> Tensor:
+    """Select the hardest negatives per image.
+
+    Args:
+        losses: (B, A) float per-anchor loss used for ranking.
+        positive: (B, A) bool, positive anchors (all kept by the caller).
+        negative: (B, A) bool, negatives that may be selected (ignored anchors excluded).
+        neg_pos_ratio: negatives per positive (> 0).
+        min_negatives: negatives kept even in an image with few or no positives (>= 0).
+
+    Returns:
+        (B, A) bool: per image, the min(max(floor(ratio * P), min_negatives), N) negatives
+        with the highest loss, where P and N count positives and candidate negatives.
+    """
+    _check_mask('positive', positive, losses)
+    _check_mask('negative', negative, losses)
+    num_pos = positive.sum(1)
+    wanted = (num_pos.to(torch.float64) * neg_pos_ratio).floor().long().clamp(min=min_negatives)
+    counts = torch.minimum(wanted, negative.sum(1))
+    return _top_per_row(losses.detach(), negative, counts)
+
+
+def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """IoU of (..., N, 4) and (..., M, 4) boxes in (x1, y1, x2, y2): shape (..., N, M)."""
+    area1 = (boxes1[..., 2] - boxes1[..., 0]).clamp(min=0) * (boxes1[..., 3] - boxes1[..., 1]).clamp(min=0)
+    area2 = (boxes2[..., 2] - boxes2[..., 0]).clamp(min=0) * (boxes2[..., 3] - boxes2[..., 1]).clamp(min=0)
+    top_left = torch.maximum(boxes1[..., :, None, :2], boxes2[..., None, :, :2])
+    bottom_right = torch.minimum(boxes1[..., :, None, 2:], boxes2[..., None, :, 2:])
+    wh = (bottom_right - top_left).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    union = area1[..., :, None] + area2[..., None, :] - inter
+    return inter / union.clamp(min=torch.finfo(union.dtype).tiny)
+
+
+def greedy_nms_sorted(boxes: Tensor, valid: Tensor, iou_threshold: float) -> Tensor:
+    """Greedy NMS over boxes already sorted by descending score, batched.
+
+    Args:
+        boxes: (B, M, 4) boxes, best first in each row.
+        valid: (B, M) bool, boxes taking part.
+        iou_threshold: a box is suppressed by a kept, better box with IoU > threshold.
+
+    Returns:
+        (B, M) bool kept mask, identical to sequential greedy NMS. It iterates
+        keep <- valid & not any(kept better box overlapping), which settles one more position
+        per pass at worst and in a few passes in practice (the Cluster-NMS fixed point).
+    """
+    overlaps = (box_iou(boxes, boxes) > iou_threshold).triu_(diagonal=1)
+    overlaps &= valid.unsqueeze(2)
+    keep = valid.clone()
+    for _ in range(boxes.shape[1]):
+        suppressed = torch.bmm(keep.unsqueeze(1).to(boxes.dtype), overlaps.to(boxes.dtype))
+        new_keep = valid & (suppressed.squeeze(1) == 0)
+        if torch.equal(new_keep, keep):
+            break
+        keep = new_keep
+    return keep
+
+
+def ohem_mask(losses: Tensor, boxes: Tensor, positive: Tensor, candidate: Tensor,
+              batch_size: int, nms_thr: float, neg_pos_ratio: float | None = None,
+              min_negatives: int = 0) -> Tensor:
+    """Online hard example mining with NMS, per image.
+
+    Args:
+        losses: (B, A) per-anchor loss.
+        boxes: (B, A, 4) boxes used for NMS (the anchors), (x1, y1, x2, y2).
+        positive: (B, A) bool, positive anchors.
+        candidate: (B, A) bool, anchors that may be selected (positives and negatives).
+        batch_size: examples kept per image (>= 1).
+        nms_thr: IoU above which a lower-loss example is suppressed, in (0, 1]
+            (1 disables suppression).
+        neg_pos_ratio: if given, at most this many negatives per kept positive, with
+            positives limited to ceil(batch_size / (1 + ratio)); None keeps the top
+            ``batch_size`` regardless of label.
+        min_negatives: with a ratio, negatives kept even without positives.
+
+    Returns:
+        (B, A) bool mask of kept anchors: the highest-loss NMS survivors.
+    """
+    _check_mask('positive', positive, losses)
+    _check_mask('candidate', candidate, losses)
+    num_anchors = losses.shape[1]
+    order = losses.detach().masked_fill(~candidate, float('-inf')).argsort(dim=1, descending=True)
+    sorted_valid = candidate.gather(1, order)
+    sorted_pos = positive.gather(1, order) & sorted_valid
+    sorted_boxes = boxes.gather(1, order.unsqueeze(2).expand(-1, -1, 4))
+    if neg_pos_ratio is not None:
+        pos_cap = -(-batch_size // (1 + neg_pos_ratio))  # ceil
+    pool = min(num_anchors, max(4 * batch_size, 256))
+    while True:
+        # Greedy NMS decides a position from better positions only: a prefix is exact.
+        keep = greedy_nms_sorted(sorted_boxes[:, :pool], sorted_valid[:, :pool], nms_thr)
+        pos, neg = keep & sorted_pos[:, :pool], keep & ~sorted_pos[:, :pool]
+        if neg_pos_ratio is None:
+            enough = keep.sum(1) >= batch_size
+        else:
+            enough = (pos.sum(1) >= pos_cap) & (neg.sum(1) >= batch_size)
+        if pool == num_anchors or bool(enough.all()):
+            break
+        pool = min(num_anchors, 2 * pool)
+    if neg_pos_ratio is None:
+        chosen = keep & (keep.cumsum(1) <= batch_size)
+    else:
+        num_pos = pos.sum(1).clamp(max=int(pos_cap))
+        num_neg = (num_pos.to(torch.float64) * neg_pos_ratio).floor().long()
+        num_neg = torch.minimum(num_neg.clamp(min=min_negatives), batch_size - num_pos)
+        chosen = ((pos & (pos.cumsum(1) <= num_pos.unsqueeze(1)))
+                  | (neg & (neg.cumsum(1) <= num_neg.unsqueeze(1))))
+    selected = torch.zeros_like(candidate)
+    return selected.scatter_(1, order[:, :pool], chosen)

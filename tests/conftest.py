@@ -1,0 +1,7 @@
+import os
+import sys
+from pathlib import Path
+
+# Kernels run eagerly unless a test opts in (compiling costs ~30 s per kernel on 2 cores).
+os.environ.setdefault('PLUGIN_COMPILE', '0')
+sys.path.insert(0, str(Path(__file__).parent))
