@@ -5,3 +5,10 @@ from pathlib import Path
 # Kernels run eagerly unless a test opts in (compiling costs ~30 s per kernel on 2 cores).
 os.environ.setdefault('PLUGIN_COMPILE', '0')
 sys.path.insert(0, str(Path(__file__).parent))
+
+try:  # models in tests are built outside a Runner: set mmdet's default scope once
+    from mmdet.utils import register_all_modules
+except ImportError:
+    pass
+else:
+    register_all_modules()

@@ -194,8 +194,11 @@ class EqualizedFocalLoss(_MMDetLoss):
 
     def _loss(self, pred, target, weight, reduction):
         if pred.shape[-1] != self.num_classes:
+            hint = (' (mmdet heads read use_sigmoid from the loss_cls config: add '
+                    'use_sigmoid=True to it)' if pred.shape[-1] == self.num_classes + 1 else '')
             raise ValueError(f'EqualizedFocalLoss(num_classes={self.num_classes}) got logits '
-                             f'with {pred.shape[-1]} classes; set num_classes to match the head')
+                             f'with {pred.shape[-1]} outputs; set num_classes to match the '
+                             f'head{hint}')
         loss = equalized_focal_loss(pred, target, self.class_gammas(), self.gamma_b,
                                     self.alpha, reduction, weight=weight)
         if self.training and pred.requires_grad:
