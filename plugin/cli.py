@@ -20,7 +20,7 @@ from mmengine.runner import Runner
 
 from plugin.compat import allow_mmengine_checkpoints
 
-__all__ = ['test_main', 'train_main']
+__all__ = ['run_test', 'run_train']
 
 _LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
 
@@ -74,15 +74,14 @@ def _test_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _is_local(path: str) -> bool:
-    # mmengine also loads http(s)://, open-mmlab://, torchvision:// ...; those are not checked.
-    return '://' not in path
+def _require_file(parser: argparse.ArgumentParser, path: str, what: str) -> None:
+    # mmengine also loads http(s)://, open-mmlab://, torchvision:// ...; those are its to check.
+    if '://' not in path and not Path(path).is_file():
+        parser.error(f"{what} '{path}' does not exist")
 
 
 def _load_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Config:
     """Read the config and apply the options both command lines share."""
-    if not Path(args.config).is_file():
-        parser.error(f"config file '{args.config}' does not exist")
     # Set before anything reads it; a distributed launcher may already have.
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     cfg = Config.fromfile(args.config)
@@ -108,11 +107,14 @@ def _build_runner(cfg: Config) -> Runner:
     return Runner.from_cfg(cfg)
 
 
-def train_main(argv: Sequence[str] | None = None) -> int:
+def run_train(argv: Sequence[str] | None = None) -> int:
     """``tools/train.py``: train with a config; returns the exit status."""
     allow_mmengine_checkpoints()
     parser = _train_parser()
     args = parser.parse_args(argv)
+    _require_file(parser, args.config, 'config file')
+    if args.resume not in (None, 'auto'):
+        _require_file(parser, args.resume, 'checkpoint to resume from')
     cfg = _load_config(parser, args)
 
     if args.amp:
@@ -131,8 +133,6 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         cfg.resume = True
         cfg.load_from = None
     elif args.resume is not None:
-        if _is_local(args.resume) and not Path(args.resume).is_file():
-            parser.error(f"checkpoint '{args.resume}' to resume from does not exist")
         cfg.resume = True
         cfg.load_from = args.resume
 
@@ -183,13 +183,13 @@ def _enable_tta(cfg: Config) -> None:
     dataset.pipeline = cfg.tta_pipeline
 
 
-def test_main(argv: Sequence[str] | None = None) -> int:
+def run_test(argv: Sequence[str] | None = None) -> int:
     """``tools/test.py``: test a checkpoint with a config; returns the exit status."""
     allow_mmengine_checkpoints()
     parser = _test_parser()
     args = parser.parse_args(argv)
-    if _is_local(args.checkpoint) and not Path(args.checkpoint).is_file():
-        parser.error(f"checkpoint '{args.checkpoint}' does not exist")
+    _require_file(parser, args.config, 'config file')
+    _require_file(parser, args.checkpoint, 'checkpoint')
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
         parser.error(f"--out must name a .pkl or .pickle file, got '{args.out}'")
     cfg = _load_config(parser, args)

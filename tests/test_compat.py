@@ -325,15 +325,23 @@ def test_restricted_getattr_refuses_other_attributes() -> None:
             _history_buffer_getattr(obj, name)
 
 
-def test_missing_config_is_a_clean_error(tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
-    from plugin.cli import test_main, train_main
+@pytest.mark.parametrize(('command', 'argv', 'message'), [
+    ('run_train', ['MISSING'], "config file 'MISSING' does not exist"),
+    ('run_train', ['HERE', '--resume', 'MISSING'],
+     "checkpoint to resume from 'MISSING' does not exist"),
+    ('run_test', ['MISSING', 'HERE'], "config file 'MISSING' does not exist"),
+    ('run_test', ['HERE', 'MISSING'], "checkpoint 'MISSING' does not exist"),
+    ('run_test', ['HERE', 'HERE', '--out', 'x.json'], '--out must name a .pkl'),
+])
+def test_command_line_mistakes_are_clean_errors(command: str, argv: list[str], message: str,
+                                                tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from plugin import cli
 
-    missing = str(tmp_path / 'nope.py')
-    for main, argv in [(train_main, [missing]), (test_main, [missing, __file__])]:
-        with pytest.raises(SystemExit) as exit_info:
-            main(argv)
-        assert exit_info.value.code == 2
-        err = capsys.readouterr().err
-        assert f"config file '{missing}' does not exist" in err
-        assert 'Traceback' not in err
+    names = {'MISSING': str(tmp_path / 'nope.py'), 'HERE': __file__}
+    with pytest.raises(SystemExit) as exit_info:
+        getattr(cli, command)([names.get(arg, arg) for arg in argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message.replace('MISSING', names['MISSING']) in err
+    assert 'Traceback' not in err

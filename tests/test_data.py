@@ -107,8 +107,8 @@ def test_pycocotools_scores_ground_truth_as_perfect(data_root: Path) -> None:
     from pycocotools.cocoeval import COCOeval
 
     gt = coco_mod.COCO(str(data_root / 'annotations' / 'instances_val.json'))
-    dets = [dict(image_id=a['image_id'], category_id=a['category_id'], bbox=a['bbox'],
-                 score=1.0) for a in gt.dataset['annotations']]
+    dets = [{'image_id': a['image_id'], 'category_id': a['category_id'], 'bbox': a['bbox'],
+             'score': 1.0} for a in gt.dataset['annotations']]
     ev = COCOeval(gt, gt.loadRes(dets), 'bbox')
     ev.evaluate()
     ev.accumulate()
@@ -129,9 +129,9 @@ def test_cli_writes_the_requested_split_sizes(tmp_path: Path) -> None:
 
 def _dataset(split: str, **overrides):
     pytest.importorskip('mmdet')
+    from mmdet.registry import DATASETS
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
-    from mmdet.registry import DATASETS
 
     import plugin.data.datasets  # noqa: F401  (registers CheckedCocoDataset)
 

@@ -119,6 +119,7 @@ def test_stock_retinanet_trains_with_each_variant(retinanet_cfg, name):
     cfg = Config(copy.deepcopy(retinanet_cfg._cfg_dict.to_dict()))
     cfg.merge_from_dict(dict(model=dict(bbox_head=dict(loss_cls=SWAPS[name]))))
     model = MODELS.build(cfg.model)
+    model.init_weights()
     assert type(model.bbox_head.loss_cls).__name__ == name
     batch = model.data_preprocessor(det_batch([3, 0], 128), training=True)
     losses = model.loss(batch['inputs'], batch['data_samples'])

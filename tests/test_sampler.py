@@ -147,6 +147,7 @@ def test_min_negatives_teach_background_in_images_without_objects():
 
 def _train_step_and_predict(cfg, boxes_per_image, size):
     model = MODELS.build(cfg.model)
+    model.init_weights()  # SSD's L2Norm scale is uninitialized memory until then
     batch = model.data_preprocessor(det_batch(boxes_per_image, size), training=True)
     losses = model.loss(batch['inputs'], batch['data_samples'])
     total = sum(v if isinstance(v, torch.Tensor) else sum(v) for v in losses.values())

@@ -1,5 +1,11 @@
 """The generated quick-start dataset (pure numpy/cv2: importing it needs no mmdet)."""
 
-from .synthetic import CLASSES, SyntheticSpec, class_probabilities, generate, render_image
+from .synthetic import (
+    CLASSES,
+    SyntheticSpec,
+    class_probabilities,
+    generate,
+    render_image,
+)
 
 __all__ = ['CLASSES', 'SyntheticSpec', 'class_probabilities', 'generate', 'render_image']

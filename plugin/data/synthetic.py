@@ -129,7 +129,7 @@ def render_image(
         taken: list[tuple[int, int, int, int]] = []
         log_lo, log_hi = np.log(spec.min_side), np.log(spec.max_side)
         for label in labels:
-            side = int(round(np.exp(rng.uniform(log_lo, log_hi))))
+            side = round(float(np.exp(rng.uniform(log_lo, log_hi))))
             where = _place(rng, spec.size, side, taken)
             if where is None:
                 continue
@@ -145,7 +145,7 @@ def render_image(
             w, h = int(xs.max() - xs.min()) + 1, int(ys.max() - ys.min()) + 1
             taken.append((x, y, side, side))
             objects.append(
-                dict(category=int(label), bbox=[x0, y0, w, h], area=int(alpha.sum()))
+                {'category': int(label), 'bbox': [x0, y0, w, h], 'area': int(alpha.sum())}
             )
     # Noise over objects too, so their pixels are not a flat, exact colour.
     img += rng.standard_normal(img.shape, dtype=np.float32) * 12.0
@@ -171,28 +171,26 @@ def write_split(
             raise OSError(f'could not write {img_dir / file_name}')
         image_id = index + 1
         images.append(
-            dict(id=image_id, file_name=file_name, width=spec.size, height=spec.size)
+            {'id': image_id, 'file_name': file_name, 'width': spec.size, 'height': spec.size}
         )
         for obj in objects:
-            annotations.append(
-                dict(
-                    id=len(annotations) + 1,
-                    image_id=image_id,
-                    category_id=obj['category'] + 1,
-                    bbox=obj['bbox'],
-                    area=obj['area'],
-                    iscrowd=0,
-                )
-            )
-    coco = dict(
-        info=dict(description='plugin quick-start synthetic data', seed=seed, split=split,
-                  spec=asdict(spec)),
-        licenses=[],
-        images=images,
-        annotations=annotations,
-        categories=[dict(id=i + 1, name=n, supercategory='shape')
-                    for i, n in enumerate(CLASSES)],
-    )
+            annotations.append({
+                'id': len(annotations) + 1,
+                'image_id': image_id,
+                'category_id': obj['category'] + 1,
+                'bbox': obj['bbox'],
+                'area': obj['area'],
+                'iscrowd': 0,
+            })
+    coco = {
+        'info': {'description': 'plugin quick-start synthetic data', 'seed': seed,
+                 'split': split, 'spec': asdict(spec)},
+        'licenses': [],
+        'images': images,
+        'annotations': annotations,
+        'categories': [{'id': i + 1, 'name': n, 'supercategory': 'shape'}
+                       for i, n in enumerate(CLASSES)],
+    }
     ann_file = out / 'annotations' / f'instances_{split}.json'
     ann_file.parent.mkdir(parents=True, exist_ok=True)
     ann_file.write_text(json.dumps(coco))
