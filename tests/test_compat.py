@@ -1,9 +1,9 @@
 """plugin.compat: mmengine checkpoints load under torch's weights-only unpickler, nothing else.
 
-One tiny RetinaNet (a few hundred parameters' worth of channels, 64x64 images) is trained
-for one iteration by ``tools/train.py`` in a fresh interpreter; the checkpoint it writes is
-then loaded in every way a user loads one: ``--resume``, ``load_from``, ``tools/test.py
-CONFIG CKPT``, and MMDetection's own script with ``custom_imports`` (what ``mim train``
+A tiny RetinaNet (8-16 channels, two 64x64 images) is trained for one iteration by
+``tools/train.py`` in a fresh interpreter; the checkpoint it writes is then loaded in every
+way a user loads one: ``--resume``, ``tools/test.py CONFIG CKPT``, and ``load_from`` in
+MMDetection's own tools/train.py with ``custom_imports=['plugin']`` (what ``mim train``
 runs). The command lines run in subprocesses, as users run them.
 """
 
@@ -144,11 +144,13 @@ def loaded(trained: dict[str, Path]) -> Iterator[dict[str, tuple[subprocess.Pope
         'test': _start(tmp / 'test.log', 'tools/test.py', config, checkpoint, '--work-dir',
                        tmp / 'tested', '--out', tmp / 'predictions.pkl',
                        '--cfg-options', 'log_level=INFO'),
+        # Missing where mmdet is installed from source; mim cannot run it there either.
         'mim': _start(tmp / 'mim.log', mmdet_train, mim_config, '--work-dir', tmp / 'mim',
-                      '--cfg-options', f'load_from={checkpoint}', 'log_level=INFO'),
+                      '--cfg-options', f'load_from={checkpoint}', 'log_level=INFO')
+        if mmdet_train.is_file() else None,
     }
     yield runs
-    for proc, _ in runs.values():  # runs whose test was deselected or failed early
+    for proc, _ in filter(None, runs.values()):  # runs whose test was deselected or failed
         if proc.poll() is None:
             proc.kill()
             proc.wait()
@@ -179,7 +181,7 @@ def test_fix_loads_checkpoint_weights_only(trained: dict[str, Path],
     checkpoint = torch.load(trained['checkpoint'], weights_only=True)
     assert {'meta', 'state_dict', 'message_hub', 'optimizer', 'param_schedulers'} <= set(checkpoint)
     loss = checkpoint['message_hub']['log_scalars']['train/loss']
-    assert np.isfinite(loss.mean())  # the statistics methods came back with the buffer
+    assert np.isfinite(loss.mean())  # a working HistoryBuffer, arrays and all
     # mmengine's own loader, with torch's default weights_only, as the Runner calls it.
     assert _load_checkpoint(str(trained['checkpoint']))['meta']['iter'] == 1
 
@@ -239,6 +241,9 @@ def test_test_route_with_tools_test(trained: dict[str, Path], loaded: dict) -> N
 
 
 def test_mim_route_custom_imports_load_from(trained: dict[str, Path], loaded: dict) -> None:
+    # Needs `import plugin` itself to call allow_mmengine_checkpoints().
+    if loaded['mim'] is None:
+        pytest.skip("mmdet has no .mim/tools/train.py (installed from source?)")
     output = _finish(loaded['mim'])
     assert f'Load checkpoint from {trained["checkpoint"]}' in output
     assert (trained['tmp'] / 'mim' / 'iter_1.pth').is_file()
@@ -250,6 +255,8 @@ def test_mim_train_resume(trained: dict[str, Path], loaded: dict) -> None:
     mim = Path(sys.executable).with_name('mim')
     if not mim.is_file():
         pytest.skip('openmim is not installed')
+    if loaded['mim'] is None:
+        pytest.skip("mmdet has no .mim/tools/train.py (installed from source?)")
     _finish(loaded['mim'])  # wrote retinanet_tiny_mim.py; also spares the cores
     work = trained['tmp'] / 'mim_resumed'
     output = _finish(_start(trained['tmp'] / 'mim_train.log', mim, 'train', 'mmdet',

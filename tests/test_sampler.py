@@ -146,6 +146,7 @@ def test_min_negatives_teach_background_in_images_without_objects():
 
 
 def _train_step_and_predict(cfg, boxes_per_image, size):
+    cfg.model.test_cfg.score_thr = 0.0  # untrained scores sit at the prior (~0.01)
     model = MODELS.build(cfg.model)
     model.init_weights()  # SSD's L2Norm scale is uninitialized memory until then
     batch = model.data_preprocessor(det_batch(boxes_per_image, size), training=True)
@@ -189,5 +190,4 @@ def test_ssd300_with_sampler_trains_and_predicts():
     cfg.model.bbox_head.type = 'MiningSSDHead'
     cfg.model.train_cfg.sampler = dict(type='HardNegativeSampler', neg_pos_ratio=3,
                                        min_neg_per_image=8)
-    cfg.model.test_cfg.score_thr = 0.0  # untrained softmax scores sit near 1/81
     _train_step_and_predict(cfg, [3, 0], 300)
