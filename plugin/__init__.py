@@ -7,10 +7,12 @@ works in any MMDet config) and lets torch load the checkpoints mmengine saves.
 from importlib.util import find_spec
 
 from . import ops
+from .compat import allow_mmengine_checkpoints
 
 __version__ = '0.1.0'
 
+allow_mmengine_checkpoints()
 if find_spec('mmdet') is not None:  # the core works without MMDetection
     from . import models  # noqa: F401
 
-__all__ = ['ops', '__version__']
+__all__ = ['ops', 'allow_mmengine_checkpoints', '__version__']

@@ -11,4 +11,9 @@ try:  # models in tests are built outside a Runner: set mmdet's default scope on
 except ImportError:
     pass
 else:
+    import logging
+
+    from mmengine.logging import MMLogger
     register_all_modules()
+    # init_weights logs one line per parameter
+    MMLogger.get_instance('mmengine').setLevel(logging.WARNING)

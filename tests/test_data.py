@@ -102,6 +102,23 @@ def test_boxes_are_tight_xywh(data_root: Path, train_json: dict) -> None:
     assert np.mean(np.array(outside) > 120) < 0.2
 
 
+def test_background_holds_unlabelled_look_alikes(data_root: Path, train_json: dict) -> None:
+    # Hard negatives: saturated, object-sized blobs that no box covers. The texture alone
+    # does not reach this saturation over 30 px (checked by eye and on data without them).
+    boxes: dict[int, list] = {}
+    for ann in train_json['annotations']:
+        boxes.setdefault(ann['image_id'], []).append(ann['bbox'])
+    with_blob = 0
+    for image in train_json['images'][:100]:
+        img = cv2.imread(str(data_root / 'train' / image['file_name'])).astype(int)
+        sat = cv2.medianBlur(((img.max(axis=2) - img.min(axis=2)) > 140).astype(np.uint8), 3)
+        for x, y, w, h in boxes.get(image['id'], []):
+            sat[max(0, y - 1) : y + h + 1, max(0, x - 1) : x + w + 1] = 0
+        _, _, stats, _ = cv2.connectedComponentsWithStats(sat)
+        with_blob += bool(np.any(stats[1:, cv2.CC_STAT_AREA] >= 30))
+    assert with_blob >= 40
+
+
 def test_pycocotools_scores_ground_truth_as_perfect(data_root: Path) -> None:
     coco_mod = pytest.importorskip('pycocotools.coco')
     from pycocotools.cocoeval import COCOeval

@@ -33,6 +33,9 @@ _COLOURS = np.array(
     dtype=np.float64,
 )
 
+# Unlabelled shapes in the same colours: background that looks like an object.
+_DISTRACTORS = ('frame', 'bar', 'half')
+
 _SPLIT_IDS = {'train': 0, 'val': 1}
 
 
@@ -46,7 +49,8 @@ class SyntheticSpec:
     empty_prob: float = 0.15  # share of images without any object
     mean_objects: float = 3.0  # Poisson mean of the object count in a non-empty image
     max_objects: int = 10
-    zipf_exponent: float = 1.4  # class k (0-based) is drawn with weight 1 / (k + 1) ** s
+    zipf_exponent: float = 1.6  # class k (0-based) is drawn with weight 1 / (k + 1) ** s
+    mean_distractors: float = 1.5  # Poisson mean of unlabelled look-alike shapes per image
     clutter: int = 3  # low-contrast strokes per image: background that looks busy
 
 
@@ -74,43 +78,50 @@ def _clutter(rng: np.random.Generator, img: np.ndarray, count: int) -> None:
         cv2.line(img, tuple(map(int, p0)), tuple(map(int, p1)), colour, 1, cv2.LINE_AA)
 
 
-def _shape_mask(label: int, side: int, rng: np.random.Generator) -> np.ndarray:
-    """A filled shape of class ``label`` inside a ``side`` x ``side`` uint8 mask."""
+def _shape_mask(name: str, side: int, rng: np.random.Generator) -> np.ndarray:
+    """A filled shape called ``name`` inside a ``side`` x ``side`` uint8 mask."""
     mask = np.zeros((side, side), np.uint8)
     last = side - 1
     mid = last / 2.0
-    name = CLASSES[label]
-    if name == 'circle':
-        cv2.circle(mask, (side // 2, side // 2), side // 2, 255, -1)
-    elif name == 'square':
+    centre = (side // 2, side // 2)
+    bar = max(2, side // 3)
+    lo = (side - bar) // 2
+    if name in ('circle', 'ring'):
+        cv2.circle(mask, centre, side // 2, 255, -1)
+        if name == 'ring':
+            cv2.circle(mask, centre, max(1, side // 4), 0, -1)
+    elif name in ('square', 'frame'):
         mask[:] = 255
+        if name == 'frame':
+            mask[bar // 2 + 1 : last - bar // 2, bar // 2 + 1 : last - bar // 2] = 0
     elif name == 'triangle':
         # Apex up or down at random: a flip augmentation must not change the class.
         apex, base = (0, last) if rng.random() < 0.5 else (last, 0)
         pts = np.array([[mid, apex], [0, base], [last, base]])
         cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 255)
     elif name == 'cross':
-        bar = max(2, side // 3)
-        lo = (side - bar) // 2
         mask[lo : lo + bar, :] = 255
         mask[:, lo : lo + bar] = 255
-    elif name == 'ring':
-        cv2.circle(mask, (side // 2, side // 2), side // 2, 255, -1)
-        cv2.circle(mask, (side // 2, side // 2), max(1, side // 4), 0, -1)
     elif name == 'diamond':
         pts = np.array([[mid, 0], [last, mid], [mid, last], [0, mid]])
         cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 255)
+    elif name == 'bar':
+        mask[lo : lo + bar, :] = 255
+        if rng.random() < 0.5:
+            mask = np.ascontiguousarray(mask.T)
+    elif name == 'half':
+        cv2.ellipse(mask, centre, (side // 2, side // 2), 0, 0, 180, 255, -1)
     return mask
 
 
 def _place(
-    rng: np.random.Generator, size: int, side: int, taken: list[tuple[int, int, int, int]]
+    rng: np.random.Generator, size: int, side: int, taken: list[tuple[int, int, int]]
 ) -> tuple[int, int] | None:
-    # Objects never overlap (with a 2 px gap), so every box is the whole visible object.
+    # Nothing overlaps (a 2 px gap), so every box is the whole visible object.
     for _ in range(20):
         x, y = (int(v) for v in rng.integers(0, size - side + 1, 2))
-        if all(x + side + 2 <= a or a + c + 2 <= x or y + side + 2 <= b or b + d + 2 <= y
-               for a, b, c, d in taken):
+        if all(x + side + 2 <= a or a + c + 2 <= x or y + side + 2 <= b or b + c + 2 <= y
+               for a, b, c in taken):
             return x, y
     return None
 
@@ -122,31 +133,41 @@ def render_image(
     (COCO xywh, pixels) and ``area`` (pixels covered by the shape)."""
     img = _background(rng, spec.size)
     _clutter(rng, img, spec.clutter)
-    objects: list[dict] = []
+    # (class index or None for a distractor, side): objects first, so they get the room.
+    items: list[tuple[int | None, int]] = []
     if rng.random() >= spec.empty_prob:
         count = int(np.clip(rng.poisson(spec.mean_objects), 1, spec.max_objects))
         labels = rng.choice(len(CLASSES), size=count, p=class_probabilities(spec))
-        taken: list[tuple[int, int, int, int]] = []
-        log_lo, log_hi = np.log(spec.min_side), np.log(spec.max_side)
-        for label in labels:
-            side = round(float(np.exp(rng.uniform(log_lo, log_hi))))
-            where = _place(rng, spec.size, side, taken)
-            if where is None:
-                continue
-            x, y = where
-            mask = _shape_mask(int(label), side, rng)
-            ys, xs = np.nonzero(mask)
-            # Jitter the class colour a little so that colour alone is not a lookup key.
-            colour = np.clip(_COLOURS[label] + rng.normal(0, 15, 3), 0, 255)
-            alpha = (mask > 0)[..., None]
-            patch = img[y : y + side, x : x + side]
-            img[y : y + side, x : x + side] = np.where(alpha, colour, patch)
-            x0, y0 = x + int(xs.min()), y + int(ys.min())
-            w, h = int(xs.max() - xs.min()) + 1, int(ys.max() - ys.min()) + 1
-            taken.append((x, y, side, side))
-            objects.append(
-                {'category': int(label), 'bbox': [x0, y0, w, h], 'area': int(alpha.sum())}
-            )
+        sides = np.exp(rng.uniform(np.log(spec.min_side), np.log(spec.max_side), count))
+        items += [(int(k), round(float(s))) for k, s in zip(labels, sides)]
+    # Distractors are no larger than objects and never smaller than 10 px, so that their
+    # shape stays readable: they are hard negatives, not label noise.
+    count = int(rng.poisson(spec.mean_distractors))
+    sides = rng.integers(max(10, spec.min_side), max(11, spec.max_side) + 1, count)
+    items += [(None, int(s)) for s in sides]
+
+    objects: list[dict] = []
+    taken: list[tuple[int, int, int]] = []
+    for label, side in items:
+        where = _place(rng, spec.size, side, taken)
+        if where is None:
+            continue
+        x, y = where
+        taken.append((x, y, side))
+        name = CLASSES[label] if label is not None else _DISTRACTORS[rng.integers(3)]
+        mask = _shape_mask(name, side, rng)
+        # Distractors borrow a class colour: colour alone must not tell object from not.
+        base = _COLOURS[label if label is not None else rng.integers(len(CLASSES))]
+        # Jitter the colour a little so that it is not an exact lookup key either.
+        colour = np.clip(base + rng.normal(0, 15, 3), 0, 255).astype(np.float32)
+        patch = img[y : y + side, x : x + side]
+        patch[mask > 0] = colour
+        if label is None:
+            continue
+        ys, xs = np.nonzero(mask)
+        x0, y0 = x + int(xs.min()), y + int(ys.min())
+        w, h = int(xs.max() - xs.min()) + 1, int(ys.max() - ys.min()) + 1
+        objects.append({'category': label, 'bbox': [x0, y0, w, h], 'area': len(xs)})
     # Noise over objects too, so their pixels are not a flat, exact colour.
     img += rng.standard_normal(img.shape, dtype=np.float32) * 12.0
     return np.clip(np.round(img), 0, 255).astype(np.uint8), objects

@@ -12,7 +12,8 @@ from mmdet.models.dense_heads import RetinaHead, SSDHead
 from mmdet.registry import MODELS
 from mmdet.structures.bbox import cat_boxes, get_box_tensor
 from mmdet.utils import ConfigType, InstanceList, OptInstanceList
-from torch import Tensor
+from mmengine.model import bias_init_with_prob
+from torch import Tensor, nn
 
 from .samplers import HardNegativeSampler
 
@@ -103,3 +104,9 @@ class MiningSSDHead(_BatchedLossMixin, SSDHead):
         sigmoid = bool(getattr(self.loss_cls, 'use_sigmoid', False))
         self.cls_out_channels = self.num_classes + (0 if sigmoid else 1)
         super()._init_layers()
+
+    def init_weights(self) -> None:
+        super().init_weights()
+        if self.use_sigmoid_cls:  # the focal-loss prior: every anchor starts at p = 0.01
+            for branch in self.cls_convs:
+                nn.init.constant_(branch[-1].bias, bias_init_with_prob(0.01))
