@@ -1,0 +1,46 @@
+"""The compiled kernels (the default path in training): numerics, dynamic shapes, fallback."""
+import warnings
+
+import pytest
+import torch
+import reference as ref
+from plugin.ops import fusion, sigmoid_focal_loss
+
+
+@pytest.fixture
+def compiled(monkeypatch):
+    monkeypatch.setenv('PLUGIN_COMPILE', '1')
+    monkeypatch.setattr(fusion, '_compile_failed', False)
+
+
+def test_compiled_sigmoid_focal_matches_formula_without_recompiling(compiled):
+    from torch._dynamo.utils import counters
+    frames = []
+    for num in (3000, 1700, 2511):  # anchor counts change from batch to batch
+        x = (torch.randn(num, 8, dtype=torch.float64) * 3).requires_grad_()
+        labels = torch.randint(0, 9, (num,))
+        w = torch.rand(num, dtype=torch.float64)
+        ours = sigmoid_focal_loss(x, labels, reduction='sum', weight=w)
+        (g_ours,) = torch.autograd.grad(ours, x)
+        expected = (ref.sigmoid_focal(x, ref.one_hot(labels, 8)) * w[:, None]).sum()
+        (g_ref,) = torch.autograd.grad(expected, x)
+        torch.testing.assert_close(ours, expected, rtol=1e-6, atol=0)
+        torch.testing.assert_close(g_ours, g_ref, rtol=1e-6, atol=1e-12)
+        frames.append(counters['frames']['ok'])
+    assert fusion.first_compile_seconds()  # the kernels did compile
+    assert frames[0] == frames[1] == frames[2], 'a new anchor count recompiled the kernels'
+
+
+def test_no_compiler_falls_back_to_eager_with_one_warning(compiled, monkeypatch):
+    def broken_compile(fn, **kwargs):
+        def run(*args):
+            raise RuntimeError('no C++ compiler found')
+        return run
+    monkeypatch.setattr(torch, 'compile', broken_compile)
+    kernel = fusion.FusedKernel(lambda x: x * 2)
+    with pytest.warns(RuntimeWarning, match='torch.compile is unavailable'):
+        assert kernel(torch.ones(3)).tolist() == [2, 2, 2]
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert kernel(torch.ones(2)).tolist() == [2, 2]
+    assert not fusion.compile_enabled()
