@@ -111,8 +111,12 @@ def test_stock_head_without_scores_fails_at_build_naming_the_plugin_head(stock_h
         MODELS.build(head)
 
 
-def test_ssd_losses_equal_mmdet_ssdhead():
+@pytest.mark.parametrize('loss_cls', [None, dict(type='CrossEntropyLoss', use_sigmoid=False)],
+                         ids=['default-fused-ce', 'mmdet-ce'])
+def test_ssd_losses_equal_mmdet_ssdhead(loss_cls):
     stock_cfg, mining_cfg = _ssd_head_cfgs()
+    if loss_cls is not None:
+        mining_cfg.loss_cls = loss_cls
     torch.manual_seed(0)
     stock = MODELS.build(stock_cfg)
     mining = MODELS.build(mining_cfg)

@@ -39,28 +39,31 @@ class _BatchedLossMixin:
         labels, label_weights, bbox_targets, bbox_weights, avg_factor = self.get_targets(
             anchor_list, valid_flag_list, batch_gt_instances, batch_img_metas,
             batch_gt_instances_ignore=batch_gt_instances_ignore)
-        labels, label_weights = torch.cat(labels, 1), torch.cat(label_weights, 1)
-        bbox_targets, bbox_weights = torch.cat(bbox_targets, 1), torch.cat(bbox_weights, 1)
-        cls_score = _levels_to_batch(cls_scores, self.cls_out_channels)
-        bbox_pred = _levels_to_batch(bbox_preds, self.bbox_coder.encode_size)
-        anchors = torch.stack([get_box_tensor(cat_boxes(a)) for a in anchor_list])
-
+        batch = [torch.cat(labels, 1), torch.cat(label_weights, 1),  # (B, A)
+                 _levels_to_batch(cls_scores, self.cls_out_channels),  # (B, A, K)
+                 _levels_to_batch(bbox_preds, self.bbox_coder.encode_size),
+                 torch.cat(bbox_targets, 1), torch.cat(bbox_weights, 1),
+                 torch.stack([get_box_tensor(cat_boxes(a)) for a in anchor_list])]
+        rows = None
         if isinstance(self.sampler, HardNegativeSampler):
+            labels, label_weights, cls_score, _, _, _, anchors = batch
             selected = self.sampler.select(cls_score.detach(), labels, label_weights, anchors,
                                            self.loss_cls, self.num_classes)
-            label_weights = label_weights * selected
-            bbox_weights = bbox_weights * selected.unsqueeze(2)
             # mmdet's normalizer: positives per image, at least 1 each.
             kept_pos = (selected & (labels < self.num_classes)).sum(1)
             avg_factor = int(kept_pos.clamp(min=1).sum())
+            # Only the selected rows enter the losses: the backward is a sparse scatter.
+            rows = selected.flatten().nonzero().squeeze(1)
+        batch = [t.flatten(0, 1) if rows is None else t.flatten(0, 1)[rows] for t in batch]
+        labels, label_weights, cls_score, bbox_pred, bbox_targets, bbox_weights, anchors = batch
 
-        loss_cls = self.loss_cls(cls_score.flatten(0, 1), labels.flatten(),
-                                 label_weights.flatten(), avg_factor=avg_factor)
+        loss_cls = self.loss_cls(cls_score, labels, label_weights, avg_factor=avg_factor)
+        # The box loss only sees positives (every other row has zero weight).
+        positive = (labels < self.num_classes).nonzero().squeeze(1)
+        bbox_pred, anchors = bbox_pred[positive], anchors[positive]
         if self.reg_decoded_bbox:
-            bbox_pred = self.bbox_coder.decode(anchors.flatten(0, 1), bbox_pred.flatten(0, 1))
-            bbox_pred = get_box_tensor(bbox_pred)
-        loss_bbox = self.loss_bbox(bbox_pred.reshape(-1, bbox_pred.shape[-1]),
-                                   bbox_targets.flatten(0, 1), bbox_weights.flatten(0, 1),
+            bbox_pred = get_box_tensor(self.bbox_coder.decode(anchors, bbox_pred))
+        loss_bbox = self.loss_bbox(bbox_pred, bbox_targets[positive], bbox_weights[positive],
                                    avg_factor=avg_factor)
         return dict(loss_cls=loss_cls, loss_bbox=loss_bbox)
 
@@ -75,19 +78,20 @@ class MiningRetinaHead(_BatchedLossMixin, RetinaHead):
 class MiningSSDHead(_BatchedLossMixin, SSDHead):
     """SSDHead with a pluggable ``loss_cls`` / ``loss_bbox`` and mining by the sampler.
 
-    With ``loss_cls`` softmax cross entropy and ``HardNegativeSampler(neg_pos_ratio=3)`` it
-    reproduces mmdet's ``SSDHead`` losses; a sigmoid ``loss_cls`` (e.g. ``SigmoidFocalLoss``
+    With ``loss_cls`` softmax cross entropy (the default: ``SoftmaxFocalLoss`` with gamma=0 and
+    no alpha, fused) and ``HardNegativeSampler(neg_pos_ratio=3)`` it reproduces mmdet's
+    ``SSDHead`` losses; a sigmoid ``loss_cls`` (e.g. ``SigmoidFocalLoss``
     with ``PseudoSampler``) gives C outputs and trains on every anchor.
 
     Args:
-        loss_cls: classification loss config; its ``use_sigmoid`` sets the output count.
+        loss_cls: classification loss; its ``use_sigmoid`` sets the output count (C or C + 1).
         loss_bbox: box loss config; by default SmoothL1Loss with ``train_cfg.smoothl1_beta``
             (1.0 when absent), as mmdet's SSDHead.
         Other arguments as :class:`mmdet.models.dense_heads.SSDHead`.
     """
 
     def __init__(self, *args: Any,
-                 loss_cls: ConfigType = dict(type='CrossEntropyLoss', use_sigmoid=False,
+                 loss_cls: ConfigType = dict(type='SoftmaxFocalLoss', gamma=0.0, alpha=None,
                                              loss_weight=1.0),
                  loss_bbox: ConfigType | None = None, **kwargs: Any) -> None:
         # SSDHead.__init__ calls _init_layers, which needs the loss to size the classifier.
