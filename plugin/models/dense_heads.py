@@ -39,14 +39,20 @@ class _BatchedLossMixin:
         labels, label_weights, bbox_targets, bbox_weights, avg_factor = self.get_targets(
             anchor_list, valid_flag_list, batch_gt_instances, batch_img_metas,
             batch_gt_instances_ignore=batch_gt_instances_ignore)
-        batch = [torch.cat(labels, 1), torch.cat(label_weights, 1),  # (B, A)
-                 _levels_to_batch(cls_scores, self.cls_out_channels),  # (B, A, K)
-                 _levels_to_batch(bbox_preds, self.bbox_coder.encode_size),
-                 torch.cat(bbox_targets, 1), torch.cat(bbox_weights, 1),
-                 torch.stack([get_box_tensor(cat_boxes(a)) for a in anchor_list])]
+        return self.loss_by_batch(
+            _levels_to_batch(cls_scores, self.cls_out_channels),
+            _levels_to_batch(bbox_preds, self.bbox_coder.encode_size),
+            torch.stack([get_box_tensor(cat_boxes(a)) for a in anchor_list]),
+            torch.cat(labels, 1), torch.cat(label_weights, 1), torch.cat(bbox_targets, 1),
+            torch.cat(bbox_weights, 1), avg_factor)
+
+    def loss_by_batch(self, cls_score: Tensor, bbox_pred: Tensor, anchors: Tensor,
+                      labels: Tensor, label_weights: Tensor, bbox_targets: Tensor,
+                      bbox_weights: Tensor, avg_factor: int) -> dict[str, Tensor]:
+        """Losses from batched targets: cls_score (B, A, K), bbox_pred (B, A, D),
+        anchors (B, A, 4), labels / label_weights (B, A), bbox_targets / weights (B, A, D)."""
         rows = None
         if isinstance(self.sampler, HardNegativeSampler):
-            labels, label_weights, cls_score, _, _, _, anchors = batch
             selected = self.sampler.select(cls_score.detach(), labels, label_weights, anchors,
                                            self.loss_cls, self.num_classes)
             # mmdet's normalizer: positives per image, at least 1 each.
@@ -54,8 +60,10 @@ class _BatchedLossMixin:
             avg_factor = int(kept_pos.clamp(min=1).sum())
             # Only the selected rows enter the losses: the backward is a sparse scatter.
             rows = selected.flatten().nonzero().squeeze(1)
-        batch = [t.flatten(0, 1) if rows is None else t.flatten(0, 1)[rows] for t in batch]
-        labels, label_weights, cls_score, bbox_pred, bbox_targets, bbox_weights, anchors = batch
+        flat = [t.flatten(0, 1) if rows is None else t.flatten(0, 1)[rows]
+                for t in (cls_score, bbox_pred, anchors, labels, label_weights, bbox_targets,
+                          bbox_weights)]
+        cls_score, bbox_pred, anchors, labels, label_weights, bbox_targets, bbox_weights = flat
 
         loss_cls = self.loss_cls(cls_score, labels, label_weights, avg_factor=avg_factor)
         # The box loss only sees positives (every other row has zero weight).
