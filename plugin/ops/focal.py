@@ -91,18 +91,47 @@ def _as_param(value: float | Tensor | None, like: Tensor) -> float | Tensor | No
 
 
 # ---------------------------------------------------------------- sigmoid focal (+ Poly-1, EFL)
-def _sigmoid_parts(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """p, 1 - p and softplus(x) from one exp: exact in both tails."""
+def _power(base: Tensor, exponent: float | Tensor, log_base: Tensor | None = None
+           ) -> Tensor | float:
+    """base ** exponent; small integer exponents as products (pow costs ~10x a multiply)."""
+    if isinstance(exponent, float) and exponent.is_integer() and 0 <= exponent <= 8:
+        result: Tensor | float = 1.0
+        for _ in range(int(exponent)):
+            result = base * result
+        return result
+    if log_base is not None:
+        return torch.exp(exponent * log_base)
+    return base ** exponent
+
+
+def _signed_parts(x: Tensor, t: Tensor) -> tuple[Tensor, ...]:
+    """For 0/1 targets, with z = (1 - 2t) x: 1 - p_t = sigmoid(z) and CE = softplus(z).
+
+    Returns sigmoid(z), sigmoid(-z), softplus(z) and log sigmoid(z), all from one exp and
+    one log1p, exact in both tails.
+    """
+    z = x - 2 * t * x
+    e = torch.exp(-z.abs())
+    log1p_e = torch.log1p(e)
+    r = 1.0 / (1.0 + e)
+    nonneg = z >= 0
+    return (torch.where(nonneg, r, e * r), torch.where(nonneg, e * r, r),
+            z.clamp(min=0) + log1p_e, z.clamp(max=0) - log1p_e)
+
+
+def _soft_parts(x: Tensor, t: Tensor) -> tuple[Tensor, ...]:
+    """For soft targets: p, 1 - p_t = t (1 - p) + (1 - t) p, its derivative, and CE."""
     e = torch.exp(-x.abs())
     r = 1.0 / (1.0 + e)
     nonneg = x >= 0
-    p = torch.where(nonneg, r, e * r)
-    one_minus_p = torch.where(nonneg, e * r, r)
-    return p, one_minus_p, x.clamp(min=0) + torch.log1p(e)
+    p, one_minus_p = torch.where(nonneg, r, e * r), torch.where(nonneg, e * r, r)
+    q = t * one_minus_p + (1 - t) * p
+    ce = x.clamp(min=0) + torch.log1p(e) - t * x
+    return p, q, (1 - 2 * t) * p * one_minus_p, ce
 
 
-def _smoothed(t: Tensor, label_smoothing: float) -> Tensor:
-    return t * (1 - label_smoothing) + 0.5 * label_smoothing if label_smoothing else t
+def _hard_targets(targets: Tensor, label_smoothing: float) -> bool:
+    return not targets.dtype.is_floating_point and not label_smoothing
 
 
 def _sigmoid_focal_value(logits: Tensor, targets: Tensor, weight: Tensor | None, reduction: str,
@@ -110,10 +139,12 @@ def _sigmoid_focal_value(logits: Tensor, targets: Tensor, weight: Tensor | None,
                          class_weight: Tensor | None, label_smoothing: float) -> Tensor:
     x = upcast(logits)
     t = _smoothed(dense_targets(targets, x), label_smoothing)
-    p, one_minus_p, softplus = _sigmoid_parts(x)
-    q = t * one_minus_p + (1 - t) * p
-    ce = softplus - t * x
-    modulator = q ** gamma
+    if _hard_targets(targets, label_smoothing):
+        q, _, ce, log_q = _signed_parts(x, t)
+        modulator = _power(q, gamma, log_q)
+    else:
+        _, q, _, ce = _soft_parts(x, t)
+        modulator = _power(q, gamma)
     loss = ce * modulator * _alpha_t(t, alpha)
     if epsilon:  # Poly-1's term, unbalanced as in the paper
         loss = loss + epsilon * modulator * q
@@ -128,25 +159,38 @@ def _sigmoid_focal_grad(logits: Tensor, targets: Tensor, weight: Tensor | None,
                         label_smoothing: float) -> Tensor:
     x = upcast(logits)
     t = _smoothed(dense_targets(targets, x), label_smoothing)
-    p, one_minus_p, softplus = _sigmoid_parts(x)
-    q = t * one_minus_p + (1 - t) * p
-    dq = (1 - 2 * t) * p * one_minus_p
-    if isinstance(gamma, float) and gamma == 0:
-        grad = (p - t) * _alpha_t(t, alpha)
+    if _hard_targets(targets, label_smoothing):
+        # d/dz [a CE q^g + eps q^(g+1)] = q^g [a (q + g CE (1 - q)) + eps (g + 1) q (1 - q)]
+        q, q_complement, ce, log_q = _signed_parts(x, t)
+        inner = q + gamma * ce * q_complement if _nonzero(gamma) else q
+        inner = inner * _alpha_t(t, alpha)
         if epsilon:
-            grad = grad + epsilon * dq
+            inner = inner + epsilon * (gamma + 1) * q * q_complement
+        grad = (1 - 2 * t) * _power(q, gamma, log_q) * inner
     else:
-        # q ** (gamma - 1) is infinite at q = 0 for gamma < 1, where its factor dq is 0.
-        q_pow = q ** (gamma - 1)
-        if not isinstance(gamma, float) or gamma < 1:
-            q_pow = torch.where(q > 0, q_pow, 0.0)
-        modulator = q_pow * q
-        grad = ((p - t) * modulator + gamma * (softplus - t * x) * q_pow * dq) * _alpha_t(t, alpha)
+        p, q, dq, ce = _soft_parts(x, t)
+        if _nonzero(gamma):
+            # q ** (gamma - 1) is infinite at q = 0 for gamma < 1, where its factor dq is 0.
+            q_pow = _power(q, gamma - 1)
+            if not isinstance(gamma, float) or gamma < 1:
+                q_pow = torch.where(q > 0, q_pow, 0.0)
+            modulator = q_pow * q
+            grad = ((p - t) * modulator + gamma * ce * q_pow * dq) * _alpha_t(t, alpha)
+        else:
+            modulator, grad = 1.0, (p - t) * _alpha_t(t, alpha)
         if epsilon:
             grad = grad + epsilon * (gamma + 1) * modulator * dq
     if class_weight is not None:
         grad = grad * class_weight
     return chain_gradient(grad, weight, grad_out, reduction, x.numel(), logits.dtype)
+
+
+def _nonzero(gamma: float | Tensor) -> bool:
+    return not isinstance(gamma, float) or gamma != 0
+
+
+def _smoothed(t: Tensor, label_smoothing: float) -> Tensor:
+    return t * (1 - label_smoothing) + 0.5 * label_smoothing if label_smoothing else t
 
 
 SIGMOID_FOCAL_VALUE = FusedKernel(_sigmoid_focal_value)
@@ -224,8 +268,11 @@ def _focal_star_value(logits: Tensor, targets: Tensor, weight: Tensor | None, re
     x = upcast(logits)
     t = dense_targets(targets, x)
     z = gamma * x
-    loss = (t * F.softplus(-(z + beta)) + (1 - t) * F.softplus(z - beta)) / gamma
-    return reduce_weighted(loss * _alpha_t(t, alpha), weight, reduction)
+    if _hard_targets(targets, 0.0):  # -log sigmoid(gamma x_t + beta) = softplus(-(gamma x_t + beta))
+        loss = F.softplus(z - 2 * t * z - beta)
+    else:
+        loss = t * F.softplus(-(z + beta)) + (1 - t) * F.softplus(z - beta)
+    return reduce_weighted(loss * (_alpha_t(t, alpha) / gamma), weight, reduction)
 
 
 def _focal_star_grad(logits: Tensor, targets: Tensor, weight: Tensor | None, grad_out: Tensor,
@@ -234,7 +281,10 @@ def _focal_star_grad(logits: Tensor, targets: Tensor, weight: Tensor | None, gra
     x = upcast(logits)
     t = dense_targets(targets, x)
     z = gamma * x
-    grad = (1 - t) * torch.sigmoid(z - beta) - t * torch.sigmoid(-(z + beta))
+    if _hard_targets(targets, 0.0):
+        grad = (1 - 2 * t) * torch.sigmoid(z - 2 * t * z - beta)
+    else:
+        grad = (1 - t) * torch.sigmoid(z - beta) - t * torch.sigmoid(-(z + beta))
     grad = grad * _alpha_t(t, alpha)
     return chain_gradient(grad, weight, grad_out, reduction, x.numel(), logits.dtype)
 
@@ -261,12 +311,25 @@ def focal_loss_star(inputs: Tensor, targets: Tensor, gamma: float = 2.0, beta: f
 
 
 # ---------------------------------------------------------------- softmax focal
+def _true_class_terms(x: Tensor, labels: Tensor, alpha: Tensor | None
+                      ) -> tuple[Tensor, Tensor, Tensor, Tensor | float]:
+    """Per row for class-index labels: logsumexp, log p_y, 1 - p_y and alpha_y."""
+    lse = torch.logsumexp(x, dim=-1)
+    log_p_y = x.gather(-1, labels.unsqueeze(-1)).squeeze(-1) - lse
+    alpha_y = 1.0 if alpha is None else alpha[labels]
+    return lse, log_p_y, -torch.expm1(log_p_y), alpha_y
+
+
 def _softmax_focal_value(logits: Tensor, targets: Tensor, weight: Tensor | None,
                          reduction: str, alpha: Tensor | None, gamma: float) -> Tensor:
     x = upcast(logits)
+    if not targets.dtype.is_floating_point:  # one term per row: no dense target needed
+        _, log_p_y, one_minus_p_y, alpha_y = _true_class_terms(x, targets, alpha)
+        loss = -alpha_y * _power(one_minus_p_y, gamma) * log_p_y
+        return reduce_weighted(loss, weight, reduction)
     t = dense_targets(targets, x)
     log_p = torch.log_softmax(x, dim=-1)
-    loss = -t * (-torch.expm1(log_p)) ** gamma * log_p
+    loss = -t * _power(-torch.expm1(log_p), gamma) * log_p
     if alpha is not None:
         loss = loss * alpha
     return reduce_weighted(loss.sum(-1), weight, reduction)
@@ -275,23 +338,32 @@ def _softmax_focal_value(logits: Tensor, targets: Tensor, weight: Tensor | None,
 def _softmax_focal_grad(logits: Tensor, targets: Tensor, weight: Tensor | None,
                         grad_out: Tensor, reduction: str, alpha: Tensor | None,
                         gamma: float) -> Tensor:
+    """d/dz of a loss on class c is g_c (onehot_c - p): summed over c with weights t_c, where
+    g_c = alpha_c (gamma (1 - p_c)^(gamma - 1) p_c log p_c - (1 - p_c)^gamma)."""
     x = upcast(logits)
-    t = dense_targets(targets, x)
-    log_p = torch.log_softmax(x, dim=-1)
-    p = torch.exp(log_p)
-    one_minus_p = -torch.expm1(log_p)
-    if gamma == 0:
-        per_class = -t
+    if not targets.dtype.is_floating_point:
+        lse, log_p_y, one_minus_p_y, alpha_y = _true_class_terms(x, targets, alpha)
+        g_y = _softmax_focal_factor(log_p_y, one_minus_p_y, gamma) * alpha_y
+        p = torch.exp(x - lse.unsqueeze(-1))
+        grad = g_y.unsqueeze(-1) * (dense_targets(targets, x) - p)
     else:
-        pow_m1 = one_minus_p ** (gamma - 1)
-        if gamma < 1:  # infinite at p = 1, where its factor log p is 0
-            pow_m1 = torch.where(one_minus_p > 0, pow_m1, 0.0)
-        per_class = t * (gamma * pow_m1 * p * log_p - pow_m1 * one_minus_p)
-    if alpha is not None:
-        per_class = per_class * alpha
-    # d/dz of a loss on class c is g_c (onehot_c - p): summed over c with weights t_c.
-    grad = per_class - per_class.sum(-1, keepdim=True) * p
+        t = dense_targets(targets, x)
+        log_p = torch.log_softmax(x, dim=-1)
+        p = torch.exp(log_p)
+        per_class = t * _softmax_focal_factor(log_p, -torch.expm1(log_p), gamma)
+        if alpha is not None:
+            per_class = per_class * alpha
+        grad = per_class - per_class.sum(-1, keepdim=True) * p
     return chain_gradient(grad, weight, grad_out, reduction, x[..., 0].numel(), logits.dtype)
+
+
+def _softmax_focal_factor(log_p: Tensor, one_minus_p: Tensor, gamma: float) -> Tensor:
+    if gamma == 0:
+        return -torch.ones_like(log_p)
+    pow_m1 = _power(one_minus_p, gamma - 1)
+    if gamma < 1:  # infinite at p = 1, where its factor log p is 0
+        pow_m1 = torch.where(one_minus_p > 0, pow_m1, 0.0)
+    return gamma * pow_m1 * torch.exp(log_p) * log_p - pow_m1 * one_minus_p
 
 
 SOFTMAX_FOCAL_VALUE = FusedKernel(_softmax_focal_value)

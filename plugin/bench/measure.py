@@ -1,0 +1,99 @@
+"""Time and peak extra memory of a callable, on CPU (RSS high-water mark) or CUDA.
+
+CPU peak memory reads the process's RSS high-water mark after resetting it through
+``/proc/self/clear_refs``; glibc must return freed blocks to the system for that to mean
+anything, so the benchmark tools run with a fixed ``MALLOC_MMAP_THRESHOLD_`` (see
+:func:`ensure_malloc_returns_memory`).
+"""
+from __future__ import annotations
+
+import gc
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+_MMAP_THRESHOLD = '65536'
+
+
+def ensure_malloc_returns_memory() -> None:
+    """Re-execute the current script with large allocations mmapped (freed at once)."""
+    if os.environ.get('MALLOC_MMAP_THRESHOLD_') != _MMAP_THRESHOLD:
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=_MMAP_THRESHOLD)
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
+@dataclass
+class Measurement:
+    name: str
+    seconds: float        # median over repeats
+    first_seconds: float  # the first call, compilation included
+    peak_mib: float       # peak memory above what existed before the call
+
+
+def _status_kib(field: str) -> int:
+    with open('/proc/self/status') as status:
+        for line in status:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _peak_extra_mib(fn: Callable[[], object], device: torch.device) -> float:
+    gc.collect()
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    try:
+        with open('/proc/self/clear_refs', 'w') as clear:
+            clear.write('5')  # reset VmHWM to the current RSS
+    except OSError:
+        return float('nan')
+    base = _status_kib('VmRSS')
+    fn()
+    return (_status_kib('VmHWM') - base) / 1024
+
+
+def measure(name: str, fn: Callable[[], object], repeats: int = 5,
+            device: torch.device | str = 'cpu') -> Measurement:
+    """Median wall time of ``fn`` over ``repeats`` calls after a first (warm-up) call."""
+    device = torch.device(device)
+
+    def timed() -> float:
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    first = timed()
+    seconds = statistics.median(timed() for _ in range(repeats))
+    return Measurement(name, seconds, first, _peak_extra_mib(fn, device))
+
+
+def print_table(title: str, rows: list[Measurement], baseline: str,
+                extra: dict[str, str] | None = None) -> None:
+    """Medians, first-call times, peak memory and ratios against the ``baseline`` row."""
+    ref = next(r for r in rows if r.name == baseline)
+    print(f'\n## {title}\n')
+    print('| variant | median ms | first call ms | peak extra MiB | time vs '
+          f'{baseline} | memory vs {baseline} |')
+    print('|---|---:|---:|---:|---:|---:|')
+    for r in rows:
+        speed = ref.seconds / r.seconds
+        memory = ref.peak_mib / r.peak_mib if r.peak_mib > 0 else float('nan')
+        print(f'| {r.name} | {1e3 * r.seconds:.1f} | {1e3 * r.first_seconds:.0f} | '
+              f'{r.peak_mib:.0f} | {speed:.2f}x faster | {memory:.2f}x less |')
+    for key, value in (extra or {}).items():
+        print(f'\n{key}: {value}')
+    sys.stdout.flush()

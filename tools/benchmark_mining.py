@@ -1,0 +1,121 @@
+"""Hard negative mining + loss, forward + backward, against mmdet's SSDHead per-image mining.
+
+    python tools/benchmark_mining.py [--images 32]
+
+SSD300 (8732 anchors, 81 outputs) on the same targets: mmdet's ``SSDHead.loss_by_feat_single``
+over each image (its loop), against ``MiningSSDHead.loss_by_batch`` with
+``HardNegativeSampler(neg_pos_ratio=3)`` over the batch. Then RetinaNet size (2 x 100k
+anchors x 80 classes): sigmoid cross entropy + mining against focal loss on every anchor.
+Target assignment is shared by both paths and left out of the timing.
+"""
+import argparse
+import copy
+import os
+
+import mmdet
+import torch
+from mmdet.models.utils import multi_apply
+from mmdet.registry import MODELS, TASK_UTILS
+from mmengine.config import Config
+from mmengine.structures import InstanceData
+
+import plugin  # noqa: F401
+from plugin.bench.measure import ensure_malloc_returns_memory, measure, print_table
+
+
+def _ssd_heads():
+    cfg = Config.fromfile(os.path.join(os.path.dirname(mmdet.__file__), '.mim', 'configs',
+                                       'ssd', 'ssd300_coco.py'))
+    stock = copy.deepcopy(cfg.model.bbox_head)
+    stock.update(train_cfg=cfg.model.train_cfg, test_cfg=cfg.model.test_cfg)
+    mining = copy.deepcopy(stock)
+    mining.update(type='MiningSSDHead', train_cfg=copy.deepcopy(stock.train_cfg))
+    mining.train_cfg.sampler = dict(type='HardNegativeSampler', neg_pos_ratio=3)
+    return MODELS.build(stock), MODELS.build(mining)
+
+
+def _ssd_targets(head, num_images):
+    g = torch.Generator().manual_seed(0)
+    sizes = [38, 19, 10, 5, 3, 1]
+    metas = [dict(img_shape=(300, 300), pad_shape=(300, 300)) for _ in range(num_images)]
+    gts = []
+    for i in range(num_images):
+        n = int(torch.randint(0, 8, (1,), generator=g))
+        xy = torch.rand(n, 2, generator=g) * 200
+        gts.append(InstanceData(bboxes=torch.cat([xy, xy + 20 + torch.rand(n, 2, generator=g) * 80], 1),
+                                labels=torch.randint(0, 80, (n,), generator=g)))
+    anchors, valid = head.get_anchors([torch.Size([s, s]) for s in sizes], metas, device='cpu')
+    labels, label_weights, bbox_targets, bbox_weights, avg_factor = head.get_targets(
+        anchors, valid, gts, metas)
+    anchors = torch.stack([torch.cat(a) for a in anchors])
+    num_anchors = anchors.shape[1]
+    cls_score = torch.randn(num_images, num_anchors, 81, generator=g)
+    bbox_pred = torch.randn(num_images, num_anchors, 4, generator=g) * 0.1
+    return (cls_score, bbox_pred, anchors, torch.cat(labels, 1), torch.cat(label_weights, 1),
+            torch.cat(bbox_targets, 1), torch.cat(bbox_weights, 1), avg_factor)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--images', type=int, default=32, help='SSD300 batch size')
+    parser.add_argument('--retina-anchors', type=int, default=100_000)
+    parser.add_argument('--repeats', type=int, default=5)
+    args = parser.parse_args()
+    ensure_malloc_returns_memory()
+    stock, mining = _ssd_heads()
+    cls_score, bbox_pred, anchors, labels, label_weights, bbox_targets, bbox_weights, avg = \
+        _ssd_targets(stock, args.images)
+
+    def stock_step():
+        cls, box = cls_score.clone().requires_grad_(), bbox_pred.clone().requires_grad_()
+        losses_cls, losses_bbox = multi_apply(stock.loss_by_feat_single, cls, box, anchors,
+                                              labels, label_weights, bbox_targets,
+                                              bbox_weights, avg_factor=avg)
+        (sum(losses_cls) + sum(losses_bbox)).sum().backward()
+
+    def plugin_step():
+        cls, box = cls_score.clone().requires_grad_(), bbox_pred.clone().requires_grad_()
+        losses = mining.loss_by_batch(cls, box, anchors, labels, label_weights, bbox_targets,
+                                      bbox_weights, avg)
+        (losses['loss_cls'] + losses['loss_bbox']).backward()
+
+    rows = [measure('mmdet SSDHead (per-image mining)', stock_step, args.repeats),
+            measure('plugin MiningSSDHead + HardNegativeSampler', plugin_step, args.repeats)]
+    print_table(f'SSD300 mining + losses, forward + backward, batch {args.images} x '
+                f'{anchors.shape[1]} anchors, {torch.get_num_threads()} threads', rows,
+                baseline='mmdet SSDHead (per-image mining)')
+
+    # RetinaNet size: the paper's CE + 1:3 mining baseline against focal loss on all anchors.
+    num_images, num_anchors, classes = 2, args.retina_anchors, 80
+    g = torch.Generator().manual_seed(1)
+    retina_scores = torch.randn(num_images, num_anchors, classes, generator=g) - 4
+    retina_labels = torch.full((num_images, num_anchors), classes)
+    pos = torch.rand(num_images, num_anchors, generator=g) < 1e-3
+    retina_labels[pos] = torch.randint(0, classes, (int(pos.sum()),), generator=g)
+    hard_negative = TASK_UTILS.build(dict(type='HardNegativeSampler', neg_pos_ratio=3))
+    bce = MODELS.build(dict(type='SigmoidFocalLoss', gamma=0.0, alpha=None))  # = sigmoid CE
+    focal = MODELS.build(dict(type='SigmoidFocalLoss'))
+    weights = torch.ones(num_images, num_anchors)
+    retina_anchors = torch.rand(num_images, num_anchors, 4) * 100
+    retina_anchors[..., 2:] += retina_anchors[..., :2]
+    num_pos = float(pos.sum().clamp(min=1))
+
+    def mining_step():
+        x = retina_scores.clone().requires_grad_()
+        selected = hard_negative.select(x.detach(), retina_labels, weights, retina_anchors, bce,
+                                        classes)
+        rows = selected.flatten().nonzero().squeeze(1)
+        bce(x.flatten(0, 1)[rows], retina_labels.flatten()[rows], avg_factor=num_pos).backward()
+
+    def focal_step():
+        x = retina_scores.clone().requires_grad_()
+        focal(x.flatten(0, 1), retina_labels.flatten(), avg_factor=num_pos).backward()
+
+    rows = [measure('plugin SigmoidFocalLoss, all anchors', focal_step, args.repeats),
+            measure('sigmoid CE + HardNegativeSampler 1:3', mining_step, args.repeats)]
+    print_table(f'RetinaNet size, {num_images} x {num_anchors} anchors x {classes} classes',
+                rows, baseline='plugin SigmoidFocalLoss, all anchors')
+
+
+if __name__ == '__main__':
+    main()
