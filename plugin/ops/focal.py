@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .fusion import (FusedKernel, chain_gradient, check_reduction, dense_targets, fused_loss,
+from .fusion import (LossKernels, chain_gradient, check_reduction, dense_targets, fused_loss,
                      reduce_weighted, upcast)
 
 __all__ = ['sigmoid_focal_loss', 'poly1_focal_loss', 'focal_loss_star', 'softmax_focal_loss',
@@ -193,8 +193,7 @@ def _smoothed(t: Tensor, label_smoothing: float) -> Tensor:
     return t * (1 - label_smoothing) + 0.5 * label_smoothing if label_smoothing else t
 
 
-SIGMOID_FOCAL_VALUE = FusedKernel(_sigmoid_focal_value)
-SIGMOID_FOCAL_GRAD = FusedKernel(_sigmoid_focal_grad)
+SIGMOID_FOCAL = LossKernels(_sigmoid_focal_value, _sigmoid_focal_grad)
 
 
 def generalized_sigmoid_focal_loss(inputs: Tensor, targets: Tensor, alpha: Alpha,
@@ -207,7 +206,7 @@ def generalized_sigmoid_focal_loss(inputs: Tensor, targets: Tensor, alpha: Alpha
     alpha = _as_param(check_alpha(alpha, num_classes), inputs)
     params = (alpha, _as_param(gamma, inputs), float(epsilon),
               _as_param(class_weight, inputs), float(label_smoothing))
-    return fused_loss(SIGMOID_FOCAL_VALUE, SIGMOID_FOCAL_GRAD, inputs, targets, weight,
+    return fused_loss(SIGMOID_FOCAL, inputs, targets, weight,
                       reduction, params)
 
 
@@ -289,8 +288,7 @@ def _focal_star_grad(logits: Tensor, targets: Tensor, weight: Tensor | None, gra
     return chain_gradient(grad, weight, grad_out, reduction, x.numel(), logits.dtype)
 
 
-FOCAL_STAR_VALUE = FusedKernel(_focal_star_value)
-FOCAL_STAR_GRAD = FusedKernel(_focal_star_grad)
+FOCAL_STAR = LossKernels(_focal_star_value, _focal_star_grad)
 
 
 def focal_loss_star(inputs: Tensor, targets: Tensor, gamma: float = 2.0, beta: float = 1.0,
@@ -306,7 +304,7 @@ def focal_loss_star(inputs: Tensor, targets: Tensor, gamma: float = 2.0, beta: f
     gamma = check_gamma(gamma, strictly_positive=True)
     check_inputs(inputs, targets, weight, max_label=inputs.shape[-1])
     alpha = _as_param(check_alpha(alpha, inputs.shape[-1]), inputs)
-    return fused_loss(FOCAL_STAR_VALUE, FOCAL_STAR_GRAD, inputs, targets, weight, reduction,
+    return fused_loss(FOCAL_STAR, inputs, targets, weight, reduction,
                       (alpha, gamma, float(beta)))
 
 
@@ -366,8 +364,7 @@ def _softmax_focal_factor(log_p: Tensor, one_minus_p: Tensor, gamma: float) -> T
     return gamma * pow_m1 * torch.exp(log_p) * log_p - pow_m1 * one_minus_p
 
 
-SOFTMAX_FOCAL_VALUE = FusedKernel(_softmax_focal_value)
-SOFTMAX_FOCAL_GRAD = FusedKernel(_softmax_focal_grad)
+SOFTMAX_FOCAL = LossKernels(_softmax_focal_value, _softmax_focal_grad)
 
 
 def softmax_alpha(alpha: Alpha, num_outputs: int) -> Tensor | None:
@@ -405,5 +402,5 @@ def softmax_focal_loss(inputs: Tensor, targets: Tensor, alpha: Alpha = 0.25,
         raise ValueError(f'softmax focal loss takes a per-row weight of shape '
                          f'{tuple(inputs.shape[:-1])}, got {tuple(weight.shape)}')
     alpha = _as_param(softmax_alpha(alpha, num_outputs), inputs)
-    return fused_loss(SOFTMAX_FOCAL_VALUE, SOFTMAX_FOCAL_GRAD, inputs, targets, weight,
+    return fused_loss(SOFTMAX_FOCAL, inputs, targets, weight,
                       reduction, (alpha, gamma))

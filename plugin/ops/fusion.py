@@ -1,10 +1,12 @@
 """Fused loss kernels: an autograd Function over a pure (value, gradient) pair.
 
 A dense head's classification loss runs over ~100k anchors x 80 classes. Autograd would keep a
-chain of full-size intermediates for the backward pass; here the forward keeps only the logits
-and targets, and the backward recomputes the analytic gradient from them. On CPU and CUDA the
-two kernels are compiled with ``torch.compile(dynamic=True)`` into one fused loop each, so that
-anchor counts changing between batches do not recompile. Where no compiler works, the first
+chain of full-size intermediates for the backward pass. Here the forward keeps the logits and
+targets only, and a reduced loss (the training case) computes its value and analytic gradient
+in the same pass over the logits; backward scales that gradient in place. Other backward
+calls recompute the gradient from the logits. On CPU and CUDA the kernels are compiled with
+``torch.compile(dynamic=True)`` into fused loops, so that anchor counts changing between batches
+do not recompile. Where no compiler works, the first
 failure is reported once with a warning and the same functions run eagerly.
 
 Set ``PLUGIN_COMPILE=0`` in the environment to always run eagerly.
@@ -21,7 +23,7 @@ from torch import Tensor
 
 REDUCTIONS = ('none', 'mean', 'sum')
 
-__all__ = ['FusedKernel', 'fused_loss', 'dense_targets', 'reduce_weighted', 'check_reduction',
+__all__ = ['FusedKernel', 'LossKernels', 'fused_loss', 'dense_targets', 'reduce_weighted', 'check_reduction',
            'chain_gradient', 'upcast', 'compile_enabled', 'first_compile_seconds']
 
 _compile_failed = False
@@ -69,36 +71,66 @@ class FusedKernel:
         return out
 
 
-class _FusedLossFunction(torch.autograd.Function):
-    """Saves logits and targets only; the gradient kernel recomputes what it needs."""
+class LossKernels:
+    """A loss as two pure functions, compiled three ways: value, gradient, and both at once.
 
-    @staticmethod
-    def forward(ctx: Any, value: FusedKernel, grad: FusedKernel, logits: Tensor,
-                targets: Tensor, weight: Tensor | None, reduction: str,
-                params: tuple) -> Tensor:
-        ctx.grad_kernel, ctx.reduction, ctx.params = grad, reduction, params
-        ctx.save_for_backward(logits, targets, weight)
-        return value(logits, targets, weight, reduction, *params)
-
-    @staticmethod
-    def backward(ctx: Any, grad_out: Tensor) -> tuple:
-        logits, targets, weight = ctx.saved_tensors
-        grad_logits = ctx.grad_kernel(logits, targets, weight, grad_out, ctx.reduction,
-                                      *ctx.params)
-        return None, None, grad_logits, None, None, None, None
-
-
-def fused_loss(value: FusedKernel, grad: FusedKernel, logits: Tensor, targets: Tensor,
-               weight: Tensor | None, reduction: str, params: tuple) -> Tensor:
-    """Apply ``value`` with ``grad`` as its analytic backward.
-
-    ``value(logits, targets, weight, reduction, *params)`` returns the reduced loss and
-    ``grad(logits, targets, weight, grad_out, reduction, *params)`` its gradient w.r.t. logits.
-    Both are pure functions of their tensors; ``params`` holds floats or small tensors.
+    ``value(logits, targets, weight, reduction, *params)`` returns the loss and
+    ``grad(logits, targets, weight, grad_out, reduction, *params)`` its gradient w.r.t. the
+    logits; ``params`` holds floats or small tensors.
     """
+
+    def __init__(self, value: Callable[..., Tensor], grad: Callable[..., Tensor]) -> None:
+        def value_and_grad(logits: Tensor, targets: Tensor, weight: Tensor | None,
+                           reduction: str, *params: Any) -> tuple[Tensor, Tensor]:
+            unit = torch.ones((), dtype=upcast(logits).dtype, device=logits.device)
+            return (value(logits, targets, weight, reduction, *params),
+                    grad(logits, targets, weight, unit, reduction, *params))
+
+        value_and_grad.__name__ = f'{value.__name__}_and_grad'
+        self.value, self.grad = FusedKernel(value), FusedKernel(grad)
+        self.value_and_grad = FusedKernel(value_and_grad)
+
+
+class _FusedLossFunction(torch.autograd.Function):
+    """Keeps the logits and targets, never a chain of intermediates.
+
+    A reduced loss (the training case) computes its gradient in the same pass as its value;
+    the first backward scales that buffer in place, so the backward costs no further pass
+    over the logits. Any other backward (unreduced loss, ``retain_graph``) recomputes the
+    gradient from the logits.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, kernels: LossKernels, logits: Tensor, targets: Tensor,
+                weight: Tensor | None, reduction: str, params: tuple) -> Tensor:
+        ctx.kernels, ctx.reduction, ctx.params = kernels, reduction, params
+        ctx.save_for_backward(logits, targets, weight)
+        if reduction == 'none':
+            ctx.unit_grad = None
+            return kernels.value(logits, targets, weight, reduction, *params)
+        loss, ctx.unit_grad = kernels.value_and_grad(logits, targets, weight, reduction,
+                                                     *params)
+        return loss
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_out: Tensor) -> tuple:
+        grad, ctx.unit_grad = ctx.unit_grad, None
+        if grad is not None:
+            grad.mul_(grad_out.to(grad.dtype))
+        else:
+            logits, targets, weight = ctx.saved_tensors
+            grad = ctx.kernels.grad(logits, targets, weight, grad_out, ctx.reduction,
+                                    *ctx.params)
+        return None, grad, None, None, None, None
+
+
+def fused_loss(kernels: LossKernels, logits: Tensor, targets: Tensor, weight: Tensor | None,
+               reduction: str, params: tuple) -> Tensor:
+    """Evaluate ``kernels`` on the logits, with their analytic gradient as the backward."""
     if not logits.requires_grad:
-        return value(logits, targets, weight, reduction, *params)
-    return _FusedLossFunction.apply(value, grad, logits, targets, weight, reduction, params)
+        return kernels.value(logits, targets, weight, reduction, *params)
+    return _FusedLossFunction.apply(kernels, logits, targets, weight, reduction, params)
 
 
 def check_reduction(reduction: str) -> str:
