@@ -34,8 +34,8 @@ def _image_size(cfg):
 
 def _code_path(cfg):
     head, sampler = cfg.model.bbox_head, cfg.model.train_cfg.get('sampler', {})
-    return (head.type, head.get('loss_cls', {}).get('type'), sampler.get('type'), sampler.get('mode'),
-            sampler.get('neg_pos_ratio') is None, cfg.get('data_root'))
+    return (head.type, head.get('loss_cls', {}).get('type'), sampler.get('type'),
+            sampler.get('mode'), sampler.get('neg_pos_ratio') is None, cfg.get('data_root'))
 
 
 def _params():

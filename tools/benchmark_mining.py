@@ -39,10 +39,11 @@ def _ssd_targets(head, num_images):
     sizes = [38, 19, 10, 5, 3, 1]
     metas = [dict(img_shape=(300, 300), pad_shape=(300, 300)) for _ in range(num_images)]
     gts = []
-    for i in range(num_images):
+    for _ in range(num_images):
         n = int(torch.randint(0, 8, (1,), generator=g))
         xy = torch.rand(n, 2, generator=g) * 200
-        gts.append(InstanceData(bboxes=torch.cat([xy, xy + 20 + torch.rand(n, 2, generator=g) * 80], 1),
+        wh = 20 + torch.rand(n, 2, generator=g) * 80
+        gts.append(InstanceData(bboxes=torch.cat([xy, xy + wh], 1),
                                 labels=torch.randint(0, 80, (n,), generator=g)))
     anchors, valid = head.get_anchors([torch.Size([s, s]) for s in sizes], metas, device='cpu')
     labels, label_weights, bbox_targets, bbox_weights, avg_factor = head.get_targets(

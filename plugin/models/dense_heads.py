@@ -93,17 +93,17 @@ class MiningSSDHead(_BatchedLossMixin, SSDHead):
 
     Args:
         loss_cls: classification loss; its ``use_sigmoid`` sets the output count (C or C + 1).
+            Default: softmax cross entropy.
         loss_bbox: box loss config; by default SmoothL1Loss with ``train_cfg.smoothl1_beta``
             (1.0 when absent), as mmdet's SSDHead.
         Other arguments as :class:`mmdet.models.dense_heads.SSDHead`.
     """
 
-    def __init__(self, *args: Any,
-                 loss_cls: ConfigType = dict(type='SoftmaxFocalLoss', gamma=0.0, alpha=None,
-                                             loss_weight=1.0),
+    def __init__(self, *args: Any, loss_cls: ConfigType | None = None,
                  loss_bbox: ConfigType | None = None, **kwargs: Any) -> None:
         # SSDHead.__init__ calls _init_layers, which needs the loss to size the classifier.
-        self._loss_cls_cfg = loss_cls
+        self._loss_cls_cfg = loss_cls or dict(type='SoftmaxFocalLoss', gamma=0.0, alpha=None,
+                                              loss_weight=1.0)
         super().__init__(*args, **kwargs)
         self.use_sigmoid_cls = bool(getattr(self.loss_cls, 'use_sigmoid', False))
         if loss_bbox is None:

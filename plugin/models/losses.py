@@ -7,7 +7,7 @@ one-hot / soft (N, C) tensor; ``weight`` is per anchor (N,) or per element; with
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from mmdet.registry import MODELS

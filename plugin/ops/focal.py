@@ -9,7 +9,7 @@ probability given to the wrong answer), alpha_t = alpha t + (1 - alpha)(1 - t).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -267,7 +267,7 @@ def _focal_star_value(logits: Tensor, targets: Tensor, weight: Tensor | None, re
     x = upcast(logits)
     t = dense_targets(targets, x)
     z = gamma * x
-    if _hard_targets(targets, 0.0):  # -log sigmoid(gamma x_t + beta) = softplus(-(gamma x_t + beta))
+    if _hard_targets(targets, 0.0):  # -log sigmoid(gamma x_t + beta), x_t = (2t - 1) x
         loss = F.softplus(z - 2 * t * z - beta)
     else:
         loss = t * F.softplus(-(z + beta)) + (1 - t) * F.softplus(z - beta)

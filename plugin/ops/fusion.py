@@ -23,8 +23,9 @@ from torch import Tensor
 
 REDUCTIONS = ('none', 'mean', 'sum')
 
-__all__ = ['FusedKernel', 'LossKernels', 'fused_loss', 'dense_targets', 'reduce_weighted', 'check_reduction',
-           'chain_gradient', 'upcast', 'compile_enabled', 'first_compile_seconds']
+__all__ = ['FusedKernel', 'LossKernels', 'fused_loss', 'dense_targets', 'reduce_weighted',
+           'check_reduction', 'chain_gradient', 'upcast', 'compile_enabled',
+           'first_compile_seconds']
 
 _compile_failed = False
 _first_compile_seconds: dict[str, float] = {}

@@ -53,10 +53,14 @@ def hard_negative_mask(losses: Tensor, positive: Tensor, negative: Tensor,
     return _top_per_row(losses.detach(), negative, counts)
 
 
+def _area(boxes: Tensor) -> Tensor:
+    return (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)
+
+
 def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """IoU of (..., N, 4) and (..., M, 4) boxes in (x1, y1, x2, y2): shape (..., N, M)."""
-    area1 = (boxes1[..., 2] - boxes1[..., 0]).clamp(min=0) * (boxes1[..., 3] - boxes1[..., 1]).clamp(min=0)
-    area2 = (boxes2[..., 2] - boxes2[..., 0]).clamp(min=0) * (boxes2[..., 3] - boxes2[..., 1]).clamp(min=0)
+    area1 = _area(boxes1)
+    area2 = _area(boxes2)
     top_left = torch.maximum(boxes1[..., :, None, :2], boxes2[..., None, :, :2])
     bottom_right = torch.minimum(boxes1[..., :, None, 2:], boxes2[..., None, :, 2:])
     wh = (bottom_right - top_left).clamp(min=0)

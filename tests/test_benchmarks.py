@@ -1,0 +1,19 @@
+"""The benchmark tools run end to end at tiny sizes (their figures are not asserted)."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize('args', [
+    ['tools/benchmark_losses.py', '--anchors', '500', '--classes', '8', '--repeats', '1'],
+    ['tools/benchmark_mining.py', '--images', '2', '--retina-anchors', '2000', '--repeats', '1'],
+], ids=['losses', 'mining'])
+def test_benchmark_prints_its_table(args):
+    out = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert '| variant | median ms |' in out.stdout and 'x faster' in out.stdout
