@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

@@ -54,7 +54,8 @@ def hard_negative_mask(losses: Tensor, positive: Tensor, negative: Tensor,
 
 
 def _area(boxes: Tensor) -> Tensor:
-    return (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)
+    width = (boxes[..., 2] - boxes[..., 0]).clamp(min=0)
+    return width * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)
 
 
 def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
