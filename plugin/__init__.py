@@ -14,5 +14,6 @@ __version__ = '0.1.0'
 allow_mmengine_checkpoints()
 if find_spec('mmdet') is not None:  # the core works without MMDetection
     from . import models  # noqa: F401
+    from .data import datasets  # noqa: F401
 
 __all__ = ['ops', 'allow_mmengine_checkpoints', '__version__']

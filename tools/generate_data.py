@@ -23,7 +23,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--out', default='data/generated', help='output folder')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--num-train', type=int, default=1000)
-    parser.add_argument('--num-val', type=int, default=200)
+    parser.add_argument('--num-val', type=int, default=250)
     parser.add_argument('--size', type=int, default=128, help='image side in pixels')
     return parser.parse_args(argv)
 

@@ -1,8 +1,9 @@
 """A small, deterministic COCO-format detection dataset with a realistic class imbalance.
 
-Each image is a noisy, textured background with a few small filled shapes. Class frequencies
-follow a Zipf law, most pixels are background and some images hold no object at all: the
-regime one-stage detectors struggle with, small enough to train from scratch on a CPU.
+Each image is a noisy, textured background with a few small filled shapes and some
+unlabelled look-alikes. Class frequencies follow a Zipf law, most pixels are background and
+some images hold no object at all: the regime one-stage detectors struggle with, small enough
+to train from scratch on a CPU.
 
 Pure numpy/cv2/json on purpose: it must run where mmdet is not installed.
 """
@@ -46,7 +47,7 @@ class SyntheticSpec:
     size: int = 128  # square images, in pixels
     min_side: int = 8  # object sides are log-uniform in [min_side, max_side]
     max_side: int = 40
-    empty_prob: float = 0.15  # share of images without any object
+    empty_prob: float = 0.15  # share of images without any labelled object
     mean_objects: float = 3.0  # Poisson mean of the object count in a non-empty image
     max_objects: int = 10
     zipf_exponent: float = 1.6  # class k (0-based) is drawn with weight 1 / (k + 1) ** s
@@ -140,10 +141,10 @@ def render_image(
         labels = rng.choice(len(CLASSES), size=count, p=class_probabilities(spec))
         sides = np.exp(rng.uniform(np.log(spec.min_side), np.log(spec.max_side), count))
         items += [(int(k), round(float(s))) for k, s in zip(labels, sides)]
-    # Distractors are no larger than objects and never smaller than 10 px, so that their
-    # shape stays readable: they are hard negatives, not label noise.
+    # Distractors are no larger than objects and, where that allows, at least 10 px, so
+    # that their shape stays readable: they are hard negatives, not label noise.
     count = int(rng.poisson(spec.mean_distractors))
-    sides = rng.integers(max(10, spec.min_side), max(11, spec.max_side) + 1, count)
+    sides = rng.integers(min(10, spec.max_side), spec.max_side + 1, count)
     items += [(None, int(s)) for s in sides]
 
     objects: list[dict] = []
@@ -176,7 +177,7 @@ def render_image(
 def write_split(
     out: Path, split: str, num_images: int, seed: int, spec: SyntheticSpec
 ) -> Path:
-    """Render ``num_images`` into ``out/split/`` and write ``out/annotations/instances_<split>.json``.
+    """Write ``out/<split>/*.png`` and ``out/annotations/instances_<split>.json``.
 
     Image ``i`` depends only on (seed, split, i): a larger split extends a smaller one and
     the val split does not move when the train split grows.
@@ -222,14 +223,14 @@ def generate(
     out: str | Path,
     seed: int = 0,
     num_train: int = 1000,
-    num_val: int = 200,
+    num_val: int = 250,
     spec: SyntheticSpec | None = None,
 ) -> dict[str, Path]:
     """Write the train and val splits under ``out``; returns the annotation file of each."""
     spec = spec or SyntheticSpec()
-    if spec.max_side > spec.size or spec.min_side < 3 or spec.min_side > spec.max_side:
+    if spec.max_side > spec.size or spec.min_side < 6 or spec.min_side > spec.max_side:
         raise ValueError(
-            f'object sides must satisfy 3 <= min_side <= max_side <= size, got '
+            f'object sides must satisfy 6 <= min_side <= max_side <= size, got '
             f'min_side={spec.min_side}, max_side={spec.max_side}, size={spec.size}'
         )
     out = Path(out)
