@@ -24,7 +24,8 @@ from plugin.ops import fusion
 CONFIG = Path(__file__).resolve().parents[1] / 'configs/quickstart/retinanet_r18_quickstart.py'
 LOSSES = {
     'mmdet FocalLoss': dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25),
-    'plugin SigmoidFocalLoss': dict(type='SigmoidFocalLoss', gamma=2.0, alpha=0.25),
+    'plugin SigmoidFocalLoss': dict(type='SigmoidFocalLoss', use_sigmoid=True, gamma=2.0,
+                                    alpha=0.25),
 }
 
 
