@@ -56,9 +56,15 @@ def equalized_focal_loss(inputs: Tensor, targets: Tensor, class_gamma: Tensor,
 
 def _class_gradient_totals(grad: Tensor, targets: Tensor) -> Tensor:
     g = upcast(grad).abs()
-    t = dense_targets(targets, g)
-    positive = (g * t).sum(0)
-    return torch.stack([positive, g.sum(0) - positive])
+    total = g.sum(0)
+    if targets.dtype.is_floating_point:
+        positive = (g * dense_targets(targets, g)).sum(0)
+    else:  # one entry per row is positive: gather it rather than mask the whole tensor
+        is_class = targets < g.shape[-1]
+        rows = g.gather(1, targets.clamp(max=g.shape[-1] - 1).unsqueeze(1)).squeeze(1)
+        positive = total.new_zeros(g.shape[-1]).index_add(
+            0, targets.clamp(max=g.shape[-1] - 1), rows * is_class)
+    return torch.stack([positive, total - positive])
 
 
 CLASS_GRADIENT_TOTALS = FusedKernel(_class_gradient_totals)

@@ -200,14 +200,16 @@ def generalized_sigmoid_focal_loss(inputs: Tensor, targets: Tensor, alpha: Alpha
                                gamma: float | Tensor, epsilon: float, reduction: str,
                                weight: Tensor | None, class_weight: Tensor | None,
                                label_smoothing: float) -> Tensor:
+    """The sigmoid family in one kernel: class_weight_c alpha_t CE (1 - p_t)^gamma_c
+    + epsilon (1 - p_t)^(gamma_c + 1), with gamma a float or per class (C,) (EFL) and an
+    optional per-class weight (C,). Shapes and reduction as :func:`sigmoid_focal_loss`."""
     check_reduction(reduction)
     num_classes = inputs.shape[-1] if inputs.dim() else 1
     check_inputs(inputs, targets, weight, max_label=num_classes)
     alpha = _as_param(check_alpha(alpha, num_classes), inputs)
     params = (alpha, _as_param(gamma, inputs), float(epsilon),
               _as_param(class_weight, inputs), float(label_smoothing))
-    return fused_loss(SIGMOID_FOCAL, inputs, targets, weight,
-                      reduction, params)
+    return fused_loss(SIGMOID_FOCAL, inputs, targets, weight, reduction, params)
 
 
 def sigmoid_focal_loss(inputs: Tensor, targets: Tensor, alpha: Alpha = 0.25,

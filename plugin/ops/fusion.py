@@ -163,11 +163,12 @@ def reduce_weighted(loss: Tensor, weight: Tensor | None, reduction: str) -> Tens
     """Multiply by ``weight`` (broadcast from the left) and reduce."""
     if weight is not None:
         loss = loss * _broadcast_left(weight, loss)
-    if reduction == 'sum':
-        return loss.sum()
-    if reduction == 'mean':
-        return loss.sum() / max(loss.numel(), 1)
-    return loss
+    if reduction == 'none':
+        return loss
+    # Row sums first: the reduction then runs over the same (rows, classes) loop as the
+    # gradient, so a compiled value-and-gradient pass reads the logits once.
+    total = (loss.sum(-1) if loss.dim() > 1 else loss).sum()
+    return total / max(loss.numel(), 1) if reduction == 'mean' else total
 
 
 def chain_gradient(grad: Tensor, weight: Tensor | None, grad_out: Tensor, reduction: str,
