@@ -11,14 +11,16 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.runner import Runner
 
 from plugin.compat import allow_mmengine_checkpoints
+from plugin.data.datasets import MissingDataError
 
 __all__ = ['run_test', 'run_train']
 
@@ -107,6 +109,16 @@ def _build_runner(cfg: Config) -> Runner:
     return Runner.from_cfg(cfg)
 
 
+def _report_missing_data(run: Callable[[], object]) -> int:
+    """Run; a missing dataset path ends in its one clear message, not a dataloader traceback."""
+    try:
+        run()
+    except MissingDataError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    return 0
+
+
 def run_train(argv: Sequence[str] | None = None) -> int:
     """``tools/train.py``: train with a config; returns the exit status."""
     allow_mmengine_checkpoints()
@@ -136,8 +148,7 @@ def run_train(argv: Sequence[str] | None = None) -> int:
         cfg.resume = True
         cfg.load_from = args.resume
 
-    _build_runner(cfg).train()
-    return 0
+    return _report_missing_data(_build_runner(cfg).train)
 
 
 def _enable_visualization(parser: argparse.ArgumentParser, cfg: Config,
@@ -204,5 +215,4 @@ def run_test(argv: Sequence[str] | None = None) -> int:
         from mmdet.evaluation import DumpDetResults
 
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
-    runner.test()
-    return 0
+    return _report_missing_data(runner.test)

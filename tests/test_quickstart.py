@@ -59,3 +59,15 @@ def test_quickstart_model_trains_and_evaluates_on_coco128(tmp_path):
                     f'test_evaluator.ann_file={COCO128}/{ann}'])], ROOT)
     assert 'Iter(train) [4/4]' in log
     assert COCO_METRIC.search(log), log[-3000:]
+
+
+def test_missing_data_root_is_one_clear_message(tmp_path):
+    missing = tmp_path / 'nowhere'
+    out = subprocess.run([sys.executable, 'tools/train.py', QUICKSTART, '--work-dir',
+                          str(tmp_path / 'work'), '--cfg-options',
+                          f'train_dataloader.dataset.data_root={missing}/'],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 2
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: data_root '{missing}/' does not exist")
+    assert 'tools/generate_data.py' in last and 'Traceback' not in out.stderr

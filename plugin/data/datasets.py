@@ -27,6 +27,10 @@ def missing_path_message(what: str, path: str, data_root: str | None) -> str:
     return f'{what} {path!r} does not exist (looked for {where}). ' + _FIX.format(root=root)
 
 
+class MissingDataError(FileNotFoundError):
+    """A dataset path named by the config does not exist; the message says how to fix it."""
+
+
 @DATASETS.register_module()
 class CheckedCocoDataset(CocoDataset):
     """``CocoDataset`` that checks its local paths before loading the annotations."""
@@ -40,6 +44,5 @@ class CheckedCocoDataset(CocoDataset):
                       ('image folder', self.data_prefix.get('img', ''), True)]
             for what, path, is_dir in checks:
                 if path and not (os.path.isdir(path) if is_dir else os.path.isfile(path)):
-                    raise FileNotFoundError(
-                        missing_path_message(what, path, self.data_root))
+                    raise MissingDataError(missing_path_message(what, path, self.data_root))
         return super().load_data_list()
