@@ -59,11 +59,15 @@ def test_mmcv_published_vectors(logits, labels, expected):
     assert loss.item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_efl_buffers_accumulate_gradient_statistics():
+@pytest.mark.parametrize('reduction', ['mean', 'none'])
+def test_efl_buffers_accumulate_gradient_statistics(reduction):
     loss_fn = MODELS.build(dict(type='EqualizedFocalLoss', num_classes=5)).train()
     x, labels = _logits_labels()
     x = x.float().requires_grad_()
-    loss_fn(x, labels, avg_factor=10.0).backward()
+    if reduction == 'mean':
+        loss_fn(x, labels, avg_factor=10.0).backward()
+    else:  # an elementwise loss recomputes the gradient in backward
+        (loss_fn(x, labels, reduction_override='none') * 0.3).sum().backward()
     t = torch.nn.functional.one_hot(labels, 6)[:, :5].float()
     g = x.grad.abs()
     torch.testing.assert_close(loss_fn.pos_grad, (g * t).sum(0))

@@ -44,3 +44,14 @@ def test_no_compiler_falls_back_to_eager_with_one_warning(compiled, monkeypatch)
         warnings.simplefilter('error')
         assert kernel(torch.ones(2)).tolist() == [2, 2]
     assert not fusion.compile_enabled()
+
+
+def test_compiled_efl_statistics_match_the_gradient(compiled):
+    from mmdet.registry import MODELS
+    loss_fn = MODELS.build(dict(type='EqualizedFocalLoss', num_classes=6)).train()
+    x = torch.randn(500, 6, requires_grad=True)
+    labels = torch.randint(0, 7, (500,))
+    loss_fn(x, labels, avg_factor=20.0).backward()
+    t = ref.one_hot(labels, 6).float()
+    torch.testing.assert_close(loss_fn.pos_grad, (x.grad.abs() * t).sum(0))
+    torch.testing.assert_close(loss_fn.neg_grad, (x.grad.abs() * (1 - t)).sum(0))

@@ -13,7 +13,7 @@ import torch
 from mmdet.registry import MODELS
 from torch import Tensor, nn
 
-from ..ops import (check_alpha, check_gamma, class_gradient_totals, equalized_focal_gammas,
+from ..ops import (check_alpha, check_gamma, equalized_focal_gammas,
                    equalized_focal_loss, focal_loss_star, poly1_focal_loss, sigmoid_focal_loss,
                    softmax_focal_loss)
 from ..ops.fusion import REDUCTIONS, check_reduction
@@ -199,16 +199,14 @@ class EqualizedFocalLoss(_MMDetLoss):
             raise ValueError(f'EqualizedFocalLoss(num_classes={self.num_classes}) got logits '
                              f'with {pred.shape[-1]} outputs; set num_classes to match the '
                              f'head{hint}')
-        loss = equalized_focal_loss(pred, target, self.class_gammas(), self.gamma_b,
-                                    self.alpha, reduction, weight=weight)
-        if self.training and pred.requires_grad:
-            pred.register_hook(lambda grad: self._accumulate(grad, target))
-        return loss
+        return equalized_focal_loss(pred, target, self.class_gammas(), self.gamma_b, self.alpha,
+                                    reduction, weight=weight,
+                                    on_gradient_totals=self._accumulate if self.training else None)
 
     @torch.no_grad()
-    def _accumulate(self, grad: Tensor, target: Tensor) -> None:
-        pos, neg = class_gradient_totals(grad, target)
-        totals = torch.stack([pos, neg]).to(self.pos_grad.dtype)
+    def _accumulate(self, totals: Tensor) -> None:
+        """Add one backward's (2, C) positive/negative gradient totals, summed over ranks."""
+        totals = totals.to(self.pos_grad.dtype)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(totals)
         self.pos_grad += totals[0]

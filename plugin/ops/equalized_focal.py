@@ -7,11 +7,13 @@ gamma_j / gamma_b so that they are not simply down-weighted.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
-from .focal import Alpha, check_gamma, generalized_sigmoid_focal_loss
-from .fusion import FusedKernel, dense_targets, upcast
+from .focal import Alpha, check_gamma, generalized_sigmoid_focal_loss, sigmoid_focal_kernels
+from .fusion import dense_targets, upcast
 
 __all__ = ['equalized_focal_gammas', 'equalized_focal_loss', 'class_gradient_totals']
 
@@ -33,27 +35,6 @@ def equalized_focal_gammas(pos_grad: Tensor, neg_grad: Tensor, gamma_b: float,
     return gamma_b + scale_factor * (1 - ratio)
 
 
-def equalized_focal_loss(inputs: Tensor, targets: Tensor, class_gamma: Tensor,
-                         gamma_b: float = 2.0, alpha: Alpha = 0.25, reduction: str = 'none',
-                         *, weight: Tensor | None = None) -> Tensor:
-    """alpha_t (gamma_j / gamma_b) (1 - p_t)^gamma_j BCE, with gamma_j from ``class_gamma``.
-
-    Args:
-        inputs: logits (N, C); targets: class indices (N,) with C = background, or (N, C)
-            floats in [0, 1].
-        class_gamma: (C,) per-class focusing parameters, e.g. :func:`equalized_focal_gammas`.
-        gamma_b: base focusing parameter (> 0) that normalizes the per-class weight.
-        alpha, reduction, weight: as :func:`plugin.ops.sigmoid_focal_loss`.
-    """
-    gamma_b = check_gamma(gamma_b, 'gamma_b', strictly_positive=True)
-    if class_gamma.shape != inputs.shape[-1:]:
-        raise ValueError(f'class_gamma must have shape ({inputs.shape[-1]},) for logits '
-                         f'{tuple(inputs.shape)}, got {tuple(class_gamma.shape)}')
-    class_gamma = class_gamma.detach().to(device=inputs.device, dtype=upcast(inputs).dtype)
-    return generalized_sigmoid_focal_loss(inputs, targets, alpha, class_gamma, 0.0, reduction,
-                                          weight, class_gamma / gamma_b, 0.0)
-
-
 def _class_gradient_totals(grad: Tensor, targets: Tensor) -> Tensor:
     g = upcast(grad).abs()
     total = g.sum(0)
@@ -67,7 +48,34 @@ def _class_gradient_totals(grad: Tensor, targets: Tensor) -> Tensor:
     return torch.stack([positive, total - positive])
 
 
-CLASS_GRADIENT_TOTALS = FusedKernel(_class_gradient_totals)
+EQUALIZED_FOCAL = sigmoid_focal_kernels(statistics=_class_gradient_totals)
+
+
+def equalized_focal_loss(inputs: Tensor, targets: Tensor, class_gamma: Tensor,
+                         gamma_b: float = 2.0, alpha: Alpha = 0.25, reduction: str = 'none',
+                         *, weight: Tensor | None = None,
+                         on_gradient_totals: Callable[[Tensor], None] | None = None) -> Tensor:
+    """alpha_t (gamma_j / gamma_b) (1 - p_t)^gamma_j BCE, with gamma_j from ``class_gamma``.
+
+    Args:
+        inputs: logits (N, C); targets: class indices (N,) with C = background, or (N, C)
+            floats in [0, 1].
+        class_gamma: (C,) per-class focusing parameters, e.g. :func:`equalized_focal_gammas`.
+        gamma_b: base focusing parameter (> 0) that normalizes the per-class weight.
+        alpha, reduction, weight: as :func:`plugin.ops.sigmoid_focal_loss`.
+        on_gradient_totals: called during backward with a (2, C) tensor, the per-class sums
+            of |dL/dx| over positive and negative entries (what EFL accumulates); computed
+            in the same pass as the loss, at no extra read of the logits.
+    """
+    gamma_b = check_gamma(gamma_b, 'gamma_b', strictly_positive=True)
+    if class_gamma.shape != inputs.shape[-1:]:
+        raise ValueError(f'class_gamma must have shape ({inputs.shape[-1]},) for logits '
+                         f'{tuple(inputs.shape)}, got {tuple(class_gamma.shape)}')
+    class_gamma = class_gamma.detach().to(device=inputs.device, dtype=upcast(inputs).dtype)
+    return generalized_sigmoid_focal_loss(inputs, targets, alpha, class_gamma, 0.0, reduction,
+                                          weight, class_gamma / gamma_b, 0.0,
+                                          kernels=EQUALIZED_FOCAL,
+                                          on_backward=on_gradient_totals)
 
 
 def class_gradient_totals(grad: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -81,6 +89,6 @@ def class_gradient_totals(grad: Tensor, targets: Tensor) -> tuple[Tensor, Tensor
     Returns:
         (pos, neg), each (C,) in ``grad``'s dtype, float32 for half inputs.
     """
-    totals = CLASS_GRADIENT_TOTALS(grad.reshape(-1, grad.shape[-1]),
-                                   targets.reshape(-1, *targets.shape[grad.dim() - 1:]))
+    totals = EQUALIZED_FOCAL.statistics(grad.reshape(-1, grad.shape[-1]),
+                                        targets.reshape(-1, *targets.shape[grad.dim() - 1:]))
     return totals[0], totals[1]

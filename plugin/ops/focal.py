@@ -9,7 +9,7 @@ probability given to the wrong answer), alpha_t = alpha t + (1 - alpha)(1 - t).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -193,23 +193,32 @@ def _smoothed(t: Tensor, label_smoothing: float) -> Tensor:
     return t * (1 - label_smoothing) + 0.5 * label_smoothing if label_smoothing else t
 
 
-SIGMOID_FOCAL = LossKernels(_sigmoid_focal_value, _sigmoid_focal_grad)
+def sigmoid_focal_kernels(statistics: Callable[[Tensor, Tensor], Tensor] | None = None
+                          ) -> LossKernels:
+    """The sigmoid family's kernels, optionally with gradient statistics (see LossKernels)."""
+    return LossKernels(_sigmoid_focal_value, _sigmoid_focal_grad, statistics)
+
+
+SIGMOID_FOCAL = sigmoid_focal_kernels()
 
 
 def generalized_sigmoid_focal_loss(inputs: Tensor, targets: Tensor, alpha: Alpha,
                                gamma: float | Tensor, epsilon: float, reduction: str,
                                weight: Tensor | None, class_weight: Tensor | None,
-                               label_smoothing: float) -> Tensor:
+                               label_smoothing: float, *, kernels: LossKernels | None = None,
+                               on_backward: Callable[[Tensor], None] | None = None) -> Tensor:
     """The sigmoid family in one kernel: class_weight_c alpha_t CE (1 - p_t)^gamma_c
     + epsilon (1 - p_t)^(gamma_c + 1), with gamma a float or per class (C,) (EFL) and an
-    optional per-class weight (C,). Shapes and reduction as :func:`sigmoid_focal_loss`."""
+    optional per-class weight (C,). Shapes and reduction as :func:`sigmoid_focal_loss`.
+    ``kernels`` may add gradient statistics (EFL), handed to ``on_backward``."""
     check_reduction(reduction)
     num_classes = inputs.shape[-1] if inputs.dim() else 1
     check_inputs(inputs, targets, weight, max_label=num_classes)
     alpha = _as_param(check_alpha(alpha, num_classes), inputs)
     params = (alpha, _as_param(gamma, inputs), float(epsilon),
               _as_param(class_weight, inputs), float(label_smoothing))
-    return fused_loss(SIGMOID_FOCAL, inputs, targets, weight, reduction, params)
+    return fused_loss(kernels or SIGMOID_FOCAL, inputs, targets, weight, reduction, params,
+                      on_backward)
 
 
 def sigmoid_focal_loss(inputs: Tensor, targets: Tensor, alpha: Alpha = 0.25,

@@ -74,23 +74,30 @@ class FusedKernel:
 
 
 class LossKernels:
-    """A loss as two pure functions, compiled three ways: value, gradient, and both at once.
+    """A loss as pure functions, compiled as value, gradient, and both in one pass.
 
     ``value(logits, targets, weight, reduction, *params)`` returns the loss and
     ``grad(logits, targets, weight, grad_out, reduction, *params)`` its gradient w.r.t. the
-    logits; ``params`` holds floats or small tensors.
+    logits; ``params`` holds floats or small tensors. An optional
+    ``statistics(grad, targets)`` summarizes the gradient (EFL's per-class totals); in the
+    one-pass kernel it is computed from the unit gradient, linear in ``|grad_out|``.
     """
 
-    def __init__(self, value: Callable[..., Tensor], grad: Callable[..., Tensor]) -> None:
+    def __init__(self, value: Callable[..., Tensor], grad: Callable[..., Tensor],
+                 statistics: Callable[[Tensor, Tensor], Tensor] | None = None) -> None:
         def value_and_grad(logits: Tensor, targets: Tensor, weight: Tensor | None,
-                           reduction: str, *params: Any) -> tuple[Tensor, Tensor]:
+                           reduction: str, *params: Any) -> tuple[Tensor, ...]:
             unit = torch.ones((), dtype=upcast(logits).dtype, device=logits.device)
-            return (value(logits, targets, weight, reduction, *params),
-                    grad(logits, targets, weight, unit, reduction, *params))
+            loss = value(logits, targets, weight, reduction, *params)
+            grad_ = grad(logits, targets, weight, unit, reduction, *params)
+            if statistics is None:
+                return loss, grad_
+            return loss, grad_, statistics(grad_, targets)
 
         value_and_grad.__name__ = f'{value.__name__}_and_grad'
         self.value, self.grad = FusedKernel(value), FusedKernel(grad)
         self.value_and_grad = FusedKernel(value_and_grad)
+        self.statistics = None if statistics is None else FusedKernel(statistics)
 
 
 class _FusedLossFunction(torch.autograd.Function):
@@ -99,40 +106,53 @@ class _FusedLossFunction(torch.autograd.Function):
     A reduced loss (the training case) computes its gradient in the same pass as its value;
     the first backward scales that buffer in place, so the backward costs no further pass
     over the logits. Any other backward (unreduced loss, ``retain_graph``) recomputes the
-    gradient from the logits.
+    gradient from the logits. With ``on_backward``, the kernels' gradient statistics of the
+    final gradient are handed to it during backward.
     """
 
     @staticmethod
     def forward(ctx: Any, kernels: LossKernels, logits: Tensor, targets: Tensor,
-                weight: Tensor | None, reduction: str, params: tuple) -> Tensor:
+                weight: Tensor | None, reduction: str, params: tuple,
+                on_backward: Callable[[Tensor], None] | None) -> Tensor:
         ctx.kernels, ctx.reduction, ctx.params = kernels, reduction, params
+        ctx.on_backward = on_backward if kernels.statistics is not None else None
         ctx.save_for_backward(logits, targets, weight)
+        ctx.unit_grad = ctx.unit_statistics = None
         if reduction == 'none':
-            ctx.unit_grad = None
             return kernels.value(logits, targets, weight, reduction, *params)
-        loss, ctx.unit_grad = kernels.value_and_grad(logits, targets, weight, reduction,
-                                                     *params)
+        loss, ctx.unit_grad, *statistics = kernels.value_and_grad(logits, targets, weight,
+                                                                  reduction, *params)
+        ctx.unit_statistics = statistics[0] if statistics else None
         return loss
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple:
         grad, ctx.unit_grad = ctx.unit_grad, None
+        statistics, ctx.unit_statistics = ctx.unit_statistics, None
         if grad is not None:
             grad.mul_(grad_out.to(grad.dtype))
+            if statistics is not None:
+                statistics = statistics * grad_out.abs().to(statistics.dtype)
         else:
             logits, targets, weight = ctx.saved_tensors
             grad = ctx.kernels.grad(logits, targets, weight, grad_out, ctx.reduction,
                                     *ctx.params)
-        return None, grad, None, None, None, None
+            if ctx.on_backward is not None:
+                statistics = ctx.kernels.statistics(grad, targets)
+        if ctx.on_backward is not None:
+            ctx.on_backward(statistics)
+        return None, grad, None, None, None, None, None
 
 
 def fused_loss(kernels: LossKernels, logits: Tensor, targets: Tensor, weight: Tensor | None,
-               reduction: str, params: tuple) -> Tensor:
+               reduction: str, params: tuple,
+               on_backward: Callable[[Tensor], None] | None = None) -> Tensor:
     """Evaluate ``kernels`` on the logits, with their analytic gradient as the backward."""
     if not logits.requires_grad:
         return kernels.value(logits, targets, weight, reduction, *params)
-    return _FusedLossFunction.apply(kernels, logits, targets, weight, reduction, params)
+    return _FusedLossFunction.apply(kernels, logits, targets, weight, reduction, params,
+                                    on_backward)
 
 
 def check_reduction(reduction: str) -> str:
