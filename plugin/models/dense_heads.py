@@ -105,7 +105,7 @@ class MiningSSDHead(_BatchedLossMixin, SSDHead):
         self._loss_cls_cfg = loss_cls or dict(type='SoftmaxFocalLoss', gamma=0.0, alpha=None,
                                               loss_weight=1.0)
         super().__init__(*args, **kwargs)
-        self.use_sigmoid_cls = bool(getattr(self.loss_cls, 'use_sigmoid', False))
+        self.use_sigmoid_cls = self.cls_out_channels == self.num_classes  # SSDHead set False
         if loss_bbox is None:
             beta = (self.train_cfg or {}).get('smoothl1_beta', 1.0)
             loss_bbox = dict(type='SmoothL1Loss', beta=beta, loss_weight=1.0)
