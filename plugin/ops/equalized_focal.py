@@ -15,7 +15,7 @@ from torch import Tensor
 from .focal import Alpha, check_gamma, generalized_sigmoid_focal_loss, sigmoid_focal_kernels
 from .fusion import dense_targets, upcast
 
-__all__ = ['equalized_focal_gammas', 'equalized_focal_loss', 'class_gradient_totals']
+__all__ = ['equalized_focal_gammas', 'equalized_focal_loss']
 
 
 def equalized_focal_gammas(pos_grad: Tensor, neg_grad: Tensor, gamma_b: float,
@@ -76,19 +76,3 @@ def equalized_focal_loss(inputs: Tensor, targets: Tensor, class_gamma: Tensor,
                                           weight, class_gamma / gamma_b, 0.0,
                                           kernels=EQUALIZED_FOCAL,
                                           on_backward=on_gradient_totals)
-
-
-def class_gradient_totals(grad: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-class sums of |grad| over positive and negative entries.
-
-    Args:
-        grad: (N, C) gradient of the loss w.r.t. the logits.
-        targets: class indices (N,) with C = background, or (N, C) floats in [0, 1]
-            (a soft target splits an entry's magnitude between the two sums).
-
-    Returns:
-        (pos, neg), each (C,) in ``grad``'s dtype, float32 for half inputs.
-    """
-    totals = EQUALIZED_FOCAL.statistics(grad.reshape(-1, grad.shape[-1]),
-                                        targets.reshape(-1, *targets.shape[grad.dim() - 1:]))
-    return totals[0], totals[1]
