@@ -55,3 +55,22 @@ def test_compiled_efl_statistics_match_the_gradient(compiled):
     t = ref.one_hot(labels, 6).float()
     torch.testing.assert_close(loss_fn.pos_grad, (x.grad.abs() * t).sum(0))
     torch.testing.assert_close(loss_fn.neg_grad, (x.grad.abs() * (1 - t)).sum(0))
+
+
+def test_many_signatures_stay_compiled(compiled, monkeypatch):
+    # dynamo's recompile limit is per code object: dtypes, target kinds and parameters
+    # beyond it must not push a loss into eager mode.
+    from torch._dynamo.utils import counters
+    monkeypatch.setattr(torch._dynamo.config, 'recompile_limit', 2)
+    signatures = [(torch.float32, True, 1.0), (torch.float32, False, 1.0),
+                  (torch.float64, True, 3.0)]
+    for dtype, hard, gamma in signatures:
+        x = torch.randn(64, 5, dtype=dtype, requires_grad=True)
+        labels = torch.randint(0, 6, (64,))
+        targets = labels if hard else ref.one_hot(labels, 5).to(dtype)
+        before = counters['frames']['ok']
+        loss = sigmoid_focal_loss(x, targets, gamma=gamma, reduction='sum')
+        loss.backward()
+        assert counters['frames']['ok'] > before, f'{dtype} {hard} {gamma} ran eagerly'
+        expected = ref.sigmoid_focal(x.detach().double(), ref.one_hot(labels, 5), gamma=gamma)
+        torch.testing.assert_close(loss.double(), expected.sum(), rtol=1e-5, atol=0)

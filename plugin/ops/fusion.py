@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+import types
 import warnings
 from typing import Any
 from collections.abc import Callable
@@ -43,12 +44,18 @@ def first_compile_seconds() -> dict[str, float]:
 
 
 class FusedKernel:
-    """A pure tensor function, compiled on first use where a compiler is available."""
+    """A pure tensor function, compiled on first use where a compiler is available.
+
+    Each input signature (dtypes, ranks, and the values of non-tensor arguments) gets a
+    compiled copy of its own: dynamo keeps compiled variants, and its recompile limit, per
+    code object, so one shared copy would let dtypes, target kinds and losses evict each other
+    into eager mode. Within a signature the anchor count stays dynamic.
+    """
 
     def __init__(self, fn: Callable[..., Tensor]) -> None:
         self.fn = fn
         self.name = fn.__name__
-        self._compiled: Callable[..., Tensor] | None = None
+        self._compiled: dict[tuple, Callable[..., Tensor]] = {}
 
     def __call__(self, logits: Tensor, *args: Any) -> Tensor:
         global _compile_failed
@@ -57,11 +64,14 @@ class FusedKernel:
                         and not torch.compiler.is_compiling())
         if not use_compiled:
             return self.fn(logits, *args)
-        if self._compiled is None:
-            self._compiled = torch.compile(self.fn, dynamic=True)
+        signature = _signature(logits, args)
+        compiled = self._compiled.get(signature)
+        if compiled is None:
+            compiled = torch.compile(_own_code(self.fn), dynamic=True)
+            self._compiled[signature] = compiled
         start = time.perf_counter()
         try:
-            out = self._compiled(logits, *args)
+            out = compiled(logits, *args)
         except Exception as err:  # noqa: BLE001 - any compiler failure falls back to eager
             out = self.fn(logits, *args)  # a genuine input error raises here, uncaught
             _compile_failed = True
@@ -71,6 +81,20 @@ class FusedKernel:
             return out
         _first_compile_seconds.setdefault(self.name, time.perf_counter() - start)
         return out
+
+
+def _signature(logits: Tensor, args: tuple) -> tuple:
+    kinds = tuple((a.dtype, a.dim()) if isinstance(a, Tensor) else a for a in args)
+    return logits.device.type, logits.dtype, logits.dim(), kinds
+
+
+def _own_code(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A copy of ``fn`` (closure included) with a code object of its own."""
+    code = fn.__code__.replace()
+    copy = types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__,
+                              fn.__closure__)
+    copy.__annotations__ = fn.__annotations__
+    return copy
 
 
 class LossKernels:
