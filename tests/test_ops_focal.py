@@ -129,6 +129,23 @@ def test_gradcheck_softmax_and_none_reduction():
         lambda z: sigmoid_focal_loss(z, labels, reduction='none', weight=w), (x,))
 
 
+
+def test_unreduced_loss_backward_scales_its_cached_gradient():
+    # A per-element (sigmoid) or per-row (softmax) loss, weighted after the call, as a mining
+    # head does: the first backward scales the gradient computed in the forward pass.
+    x = torch.randn(7, 4, dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor([0, 4, 2, 3, 4, 1, 4])
+    r = torch.rand(7, 4, dtype=torch.float64)
+    (sigmoid_focal_loss(x, labels, reduction='none') * r).sum().backward()
+    expected, = torch.autograd.grad((ref.sigmoid_focal(x, ref.one_hot(labels, 4)) * r).sum(), x)
+    torch.testing.assert_close(x.grad, expected, rtol=1e-10, atol=1e-14)
+    x.grad = None
+    softmax_labels = labels.clamp(max=3)
+    (softmax_focal_loss(x, softmax_labels, None, 2.0, 'none') * r[:, 0]).sum().backward()
+    expected, = torch.autograd.grad(
+        (ref.softmax_focal(x, softmax_labels, None, 2.0) * r[:, 0]).sum(), x)
+    torch.testing.assert_close(x.grad, expected, rtol=1e-10, atol=1e-14)
+
 ALL = {
     'sigmoid': lambda x, y: sigmoid_focal_loss(x, y, reduction='sum'),
     'poly1': lambda x, y: poly1_focal_loss(x, y, reduction='sum'),
@@ -184,3 +201,34 @@ def test_bad_input_names_the_argument(call, match):
     labels = torch.tensor([0, 6, 2, 5, 6])
     with pytest.raises(ValueError, match=match):
         call(x, labels)
+
+
+def test_float32_log1p_is_within_two_ulp():
+    from plugin.ops.focal import log1p_unit
+    e = torch.cat([torch.linspace(0, 1, 200_001), torch.logspace(-38, 0, 10_001)])
+    ours = log1p_unit(e.float()).double()
+    exact = torch.log1p(e.double())
+    ulp = torch.finfo(torch.float32).eps * exact.abs()
+    assert float(((ours - exact).abs() / ulp.clamp(min=1e-45)).max()) <= 2.0
+    assert log1p_unit(torch.zeros(1)).item() == 0.0
+
+
+def test_float32_sigmoid_focal_matches_float64_elementwise():
+    # float32 within ~16 ulp of float64 over the logit range, also where the loss or p_t
+    # nearly vanishes (no cancellation); soft targets' gradient crosses zero, so it is
+    # compared against its scale.
+    x = torch.linspace(-15, 15, 6002)  # where the naive float64 reference is exact enough
+    x = x.reshape(-1, 1).repeat(1, 2)
+    labels = torch.tensor([0, 2]).repeat(x.shape[0] // 2 + 1)[:x.shape[0]]
+    t = ref.one_hot(labels, 2)
+    for targets, dense, soft in ((labels, t, False), (t.float(), t, False),
+                                 (t.float() * 0.7, t * 0.7, True)):
+        xf = x.clone().requires_grad_()
+        ours = sigmoid_focal_loss(xf, targets, reduction='none')
+        ours.sum().backward()
+        x64 = x.double().requires_grad_()
+        expected = ref.sigmoid_focal(x64, dense.double())
+        expected.sum().backward()
+        torch.testing.assert_close(ours.double(), expected, rtol=1e-6, atol=0)
+        torch.testing.assert_close(xf.grad.double(), x64.grad, rtol=1e-6,
+                                   atol=1e-6 * float(x64.grad.abs().max()) if soft else 0)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from plugin.bench.measure import measure, print_table  # noqa: E402
+from plugin.bench.measure import measure, measure_all, print_table  # noqa: E402
 from plugin.ops import (equalized_focal_loss, focal_loss_star, fusion,  # noqa: E402
                         hard_negative_mask, ohem_mask, poly1_focal_loss, sigmoid_focal_loss,
                         softmax_focal_loss)
@@ -99,17 +99,13 @@ def time_sigmoid(torchvision_focal, device: torch.device, images: int, anchors: 
                     del os.environ['PLUGIN_COMPILE']
             return run
 
-        results = [
-            measure('torchvision sigmoid_focal_loss', step(torchvision_focal, dense),
-                    repeats, device),
-            measure('plugin, one-hot targets', step(sigmoid_focal_loss, dense), repeats,
-                    device),
-            measure('plugin, class indices', step(sigmoid_focal_loss, labels), repeats, device),
-            measure('plugin, class indices, eager', eager(step(sigmoid_focal_loss, labels)),
-                    repeats, device),
-            measure('floor (read logits, write grad)', partial(torch.mul, logits, 0.5),
-                    repeats, device),
-        ]
+        results = measure_all({
+            'torchvision sigmoid_focal_loss': step(torchvision_focal, dense),
+            'plugin, one-hot targets': step(sigmoid_focal_loss, dense),
+            'plugin, class indices': step(sigmoid_focal_loss, labels),
+            'plugin, class indices, eager': eager(step(sigmoid_focal_loss, labels)),
+            'floor (read logits, write grad)': partial(torch.mul, logits, 0.5),
+        }, repeats, device)
         floor = results[-1].seconds
         print_table(f'{str(dtype)[6:]}, {images} x {anchors} anchors x {classes} classes, '
                     'forward + backward', results, baseline='torchvision sigmoid_focal_loss',
@@ -132,15 +128,14 @@ def time_variants(device: torch.device, images: int, anchors: int, classes: int,
             return pred.grad
         return run
 
-    results = [
-        measure('sigmoid focal', step(sigmoid_focal_loss), repeats, device),
-        measure('FL*', step(focal_loss_star), repeats, device),
-        measure('Poly-1', step(poly1_focal_loss), repeats, device),
-        measure('EFL', step(partial(equalized_focal_loss, class_gamma=class_gamma,
-                                    on_gradient_totals=lambda totals: None)), repeats, device),
-        measure('softmax focal (C + 1 outputs)', step(softmax_focal_loss, softmax_logits),
-                repeats, device),
-    ]
+    results = measure_all({
+        'sigmoid focal': step(sigmoid_focal_loss),
+        'FL*': step(focal_loss_star),
+        'Poly-1': step(poly1_focal_loss),
+        'EFL': step(partial(equalized_focal_loss, class_gamma=class_gamma,
+                            on_gradient_totals=lambda totals: None)),
+        'softmax focal (C + 1 outputs)': step(softmax_focal_loss, softmax_logits),
+    }, repeats, device)
     print_table(f'Variants, float32, {images} x {anchors} x {classes}, forward + backward',
                 results, baseline='sigmoid focal')
 

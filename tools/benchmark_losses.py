@@ -13,7 +13,7 @@ from mmdet.models.losses import FocalLoss
 from mmdet.registry import MODELS
 
 import plugin  # noqa: F401
-from plugin.bench.measure import ensure_malloc_returns_memory, measure, print_table
+from plugin.bench.measure import ensure_malloc_returns_memory, measure_all, print_table
 from plugin.ops import fusion
 
 
@@ -43,11 +43,11 @@ def main() -> None:
         return run
 
     plugin_focal = MODELS.build(dict(type='SigmoidFocalLoss'))
-    results = [
-        measure('floor (read logits, write grad)', lambda: logits * 0.5, args.repeats),
-        measure('mmdet FocalLoss (CPU path)', step(FocalLoss()), args.repeats),
-        measure('plugin SigmoidFocalLoss', step(plugin_focal), args.repeats),
-    ]
+    results = measure_all({
+        'floor (read logits, write grad)': lambda: logits * 0.5,
+        'mmdet FocalLoss (CPU path)': step(FocalLoss()),
+        'plugin SigmoidFocalLoss': step(plugin_focal),
+    }, args.repeats)
     compiled = fusion.first_compile_seconds()
     print_table(f'Sigmoid focal loss, forward + backward, {args.images} x {args.anchors} anchors '
                 f'x {classes} classes, {torch.get_num_threads()} threads', results,
@@ -59,15 +59,15 @@ def main() -> None:
                         f'{k} {v:.1f}' for k, v in compiled.items()) or '-'})
 
     softmax_logits = torch.cat([logits, torch.zeros(rows, 1)], 1)
-    variants = [
-        measure('SigmoidFocalLoss', step(plugin_focal), args.repeats),
-        measure('FocalLossStar', step(MODELS.build(dict(type='FocalLossStar'))), args.repeats),
-        measure('PolyFocalLoss', step(MODELS.build(dict(type='PolyFocalLoss'))), args.repeats),
-        measure('EqualizedFocalLoss', step(MODELS.build(
-            dict(type='EqualizedFocalLoss', num_classes=classes)).train()), args.repeats),
-        measure('SoftmaxFocalLoss (C + 1 outputs)', step(
-            MODELS.build(dict(type='SoftmaxFocalLoss')), x=softmax_logits), args.repeats),
-    ]
+    variants = measure_all({
+        'SigmoidFocalLoss': step(plugin_focal),
+        'FocalLossStar': step(MODELS.build(dict(type='FocalLossStar'))),
+        'PolyFocalLoss': step(MODELS.build(dict(type='PolyFocalLoss'))),
+        'EqualizedFocalLoss': step(MODELS.build(
+            dict(type='EqualizedFocalLoss', num_classes=classes)).train()),
+        'SoftmaxFocalLoss (C + 1 outputs)': step(MODELS.build(dict(type='SoftmaxFocalLoss')),
+                                                 x=softmax_logits),
+    }, args.repeats)
     print_table('Plugin variants against the plugin sigmoid focal loss', variants,
                 baseline='SigmoidFocalLoss')
 

@@ -15,12 +15,12 @@ import os
 import mmdet
 import torch
 from mmdet.models.utils import multi_apply
-from mmdet.registry import MODELS, TASK_UTILS
+from mmdet.registry import MODELS
 from mmengine.config import Config
 from mmengine.structures import InstanceData
 
 import plugin  # noqa: F401
-from plugin.bench.measure import ensure_malloc_returns_memory, measure, print_table
+from plugin.bench.measure import ensure_malloc_returns_memory, measure_all, print_table
 
 
 def _ssd_heads():
@@ -32,6 +32,17 @@ def _ssd_heads():
     mining.update(type='MiningSSDHead', train_cfg=copy.deepcopy(stock.train_cfg))
     mining.train_cfg.sampler = dict(type='HardNegativeSampler', neg_pos_ratio=3)
     return MODELS.build(stock), MODELS.build(mining)
+
+
+def _retina_mining_head():
+    """MiningRetinaHead with sigmoid cross entropy and 1:3 hard negative mining."""
+    cfg = Config.fromfile(os.path.join(os.path.dirname(mmdet.__file__), '.mim', 'configs',
+                                       'retinanet', 'retinanet_r50_fpn_1x_coco.py'))
+    head = copy.deepcopy(cfg.model.bbox_head)
+    head.update(type='MiningRetinaHead', train_cfg=copy.deepcopy(cfg.model.train_cfg),
+                loss_cls=dict(type='SigmoidFocalLoss', gamma=0.0, alpha=None))
+    head.train_cfg.sampler = dict(type='HardNegativeSampler', neg_pos_ratio=3)
+    return MODELS.build(head)
 
 
 def _ssd_targets(head, num_images):
@@ -67,53 +78,59 @@ def main() -> None:
     cls_score, bbox_pred, anchors, labels, label_weights, bbox_targets, bbox_weights, avg = \
         _ssd_targets(stock, args.images)
 
+    # The scores are leaves (no copy per step); each step frees the gradients it made.
+    cls, box = cls_score.requires_grad_(), bbox_pred.requires_grad_()
+
     def stock_step():
-        cls, box = cls_score.clone().requires_grad_(), bbox_pred.clone().requires_grad_()
         losses_cls, losses_bbox = multi_apply(stock.loss_by_feat_single, cls, box, anchors,
                                               labels, label_weights, bbox_targets,
                                               bbox_weights, avg_factor=avg)
         (sum(losses_cls) + sum(losses_bbox)).sum().backward()
+        cls.grad = box.grad = None
 
     def plugin_step():
-        cls, box = cls_score.clone().requires_grad_(), bbox_pred.clone().requires_grad_()
         losses = mining.loss_by_batch(cls, box, anchors, labels, label_weights, bbox_targets,
                                       bbox_weights, avg)
         (losses['loss_cls'] + losses['loss_bbox']).backward()
+        cls.grad = box.grad = None
 
-    rows = [measure('mmdet SSDHead (per-image mining)', stock_step, args.repeats),
-            measure('plugin MiningSSDHead + HardNegativeSampler', plugin_step, args.repeats)]
+    rows = measure_all({'mmdet SSDHead (per-image mining)': stock_step,
+                        'plugin MiningSSDHead + HardNegativeSampler': plugin_step}, args.repeats)
     print_table(f'SSD300 mining + losses, forward + backward, batch {args.images} x '
                 f'{anchors.shape[1]} anchors, {torch.get_num_threads()} threads', rows,
                 baseline='mmdet SSDHead (per-image mining)')
 
     # RetinaNet size: the paper's CE + 1:3 mining baseline against focal loss on all anchors.
+    mining_retina = _retina_mining_head()
     num_images, num_anchors, classes = 2, args.retina_anchors, 80
     g = torch.Generator().manual_seed(1)
     retina_scores = torch.randn(num_images, num_anchors, classes, generator=g) - 4
     retina_labels = torch.full((num_images, num_anchors), classes)
     pos = torch.rand(num_images, num_anchors, generator=g) < 1e-3
     retina_labels[pos] = torch.randint(0, classes, (int(pos.sum()),), generator=g)
-    hard_negative = TASK_UTILS.build(dict(type='HardNegativeSampler', neg_pos_ratio=3))
-    bce = MODELS.build(dict(type='SigmoidFocalLoss', gamma=0.0, alpha=None))  # = sigmoid CE
     focal = MODELS.build(dict(type='SigmoidFocalLoss'))
     weights = torch.ones(num_images, num_anchors)
     retina_anchors = torch.rand(num_images, num_anchors, 4) * 100
     retina_anchors[..., 2:] += retina_anchors[..., :2]
     num_pos = float(pos.sum().clamp(min=1))
+    x = retina_scores.requires_grad_()
+    boxes = dict(bbox_pred=torch.zeros(num_images, num_anchors, 4, requires_grad=True),
+                 bbox_targets=torch.zeros(num_images, num_anchors, 4),
+                 bbox_weights=torch.zeros(num_images, num_anchors, 4))
 
     def mining_step():
-        x = retina_scores.clone().requires_grad_()
-        selected = hard_negative.select(x.detach(), retina_labels, weights, retina_anchors, bce,
-                                        classes)
-        rows = selected.flatten().nonzero().squeeze(1)
-        bce(x.flatten(0, 1)[rows], retina_labels.flatten()[rows], avg_factor=num_pos).backward()
+        losses = mining_retina.loss_by_batch(x, anchors=retina_anchors, labels=retina_labels,
+                                             label_weights=weights, avg_factor=num_pos,
+                                             **boxes)
+        (losses['loss_cls'] + losses['loss_bbox']).backward()
+        x.grad = boxes['bbox_pred'].grad = None
 
     def focal_step():
-        x = retina_scores.clone().requires_grad_()
         focal(x.flatten(0, 1), retina_labels.flatten(), avg_factor=num_pos).backward()
+        x.grad = None
 
-    rows = [measure('plugin SigmoidFocalLoss, all anchors', focal_step, args.repeats),
-            measure('sigmoid CE + HardNegativeSampler 1:3', mining_step, args.repeats)]
+    rows = measure_all({'plugin SigmoidFocalLoss, all anchors': focal_step,
+                        'sigmoid CE + HardNegativeSampler 1:3': mining_step}, args.repeats)
     print_table(f'RetinaNet size, {num_images} x {num_anchors} anchors x {classes} classes',
                 rows, baseline='plugin SigmoidFocalLoss, all anchors')
 

@@ -62,12 +62,8 @@ def _peak_extra_mib(fn: Callable[[], object], device: torch.device) -> float:
     return (_status_kib('VmHWM') - base) / 1024
 
 
-def measure(name: str, fn: Callable[[], object], repeats: int = 5,
-            device: torch.device | str = 'cpu') -> Measurement:
-    """Median wall time of ``fn`` over ``repeats`` calls after a first (warm-up) call."""
-    device = torch.device(device)
-
-    def timed() -> float:
+def _timer(device: torch.device) -> Callable[[Callable[[], object]], float]:
+    def timed(fn: Callable[[], object]) -> float:
         if device.type == 'cuda':
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -75,10 +71,31 @@ def measure(name: str, fn: Callable[[], object], repeats: int = 5,
         if device.type == 'cuda':
             torch.cuda.synchronize()
         return time.perf_counter() - start
+    return timed
 
-    first = timed()
-    seconds = statistics.median(timed() for _ in range(repeats))
-    return Measurement(name, seconds, first, _peak_extra_mib(fn, device))
+
+def measure_all(fns: dict[str, Callable[[], object]], repeats: int = 5,
+                device: torch.device | str = 'cpu') -> list[Measurement]:
+    """Median wall time of each callable, timed in interleaved rounds after a first call.
+
+    Round-robin timing spreads a shared machine's slow spells over all variants alike, so
+    their ratios hold even when the absolute times drift.
+    """
+    device = torch.device(device)
+    timed = _timer(device)
+    first = {name: timed(fn) for name, fn in fns.items()}
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].append(timed(fn))
+    return [Measurement(name, statistics.median(times[name]), first[name],
+                        _peak_extra_mib(fn, device)) for name, fn in fns.items()]
+
+
+def measure(name: str, fn: Callable[[], object], repeats: int = 5,
+            device: torch.device | str = 'cpu') -> Measurement:
+    """Median wall time of ``fn`` over ``repeats`` calls after a first (warm-up) call."""
+    return measure_all({name: fn}, repeats, device)[0]
 
 
 def print_table(title: str, rows: list[Measurement], baseline: str,

@@ -104,6 +104,30 @@ def _power(base: Tensor, exponent: float | Tensor, log_base: Tensor | None = Non
     return base ** exponent
 
 
+# log1p(e) / (2u) with u = e / (2 + e), as a polynomial in v = u^2 on [0, 1/9]: a least-squares
+# fit reweighted towards minimax relative error (Lawson), max relative error 4.0e-9.
+_LOG1P_COEFFICIENTS = (1.0000000039555668, 0.3333315752731701, 0.2001244510261989,
+                       0.13980468393036233, 0.14088318489822574)
+
+
+def log1p_unit(e: Tensor) -> Tensor:
+    """log1p(e) for e in [0, 1], as in softplus(z) = max(z, 0) + log1p(exp(-|z|)).
+
+    float32 (what the float16/bfloat16 paths compute in too): log1p(e) = 2 atanh(u) with
+    u = e / (2 + e) in [0, 1/3], a degree-4 polynomial in u^2; within 2 ulp of the exact
+    value and about a third of the cost of a vectorized log1p, the dearest operation of the
+    focal-loss loop. float64 uses ``torch.log1p``.
+    """
+    if e.dtype != torch.float32:
+        return torch.log1p(e)
+    u = e / (2 + e)
+    v = u * u
+    poly = _LOG1P_COEFFICIENTS[-1]
+    for coefficient in reversed(_LOG1P_COEFFICIENTS[:-1]):
+        poly = poly * v + coefficient
+    return 2 * u * poly
+
+
 def _signed_parts(x: Tensor, t: Tensor) -> tuple[Tensor, ...]:
     """For 0/1 targets, with z = (1 - 2t) x: 1 - p_t = sigmoid(z) and CE = softplus(z).
 
@@ -112,7 +136,7 @@ def _signed_parts(x: Tensor, t: Tensor) -> tuple[Tensor, ...]:
     """
     z = x - 2 * t * x
     e = torch.exp(-z.abs())
-    log1p_e = torch.log1p(e)
+    log1p_e = log1p_unit(e)
     r = 1.0 / (1.0 + e)
     nonneg = z >= 0
     return (torch.where(nonneg, r, e * r), torch.where(nonneg, e * r, r),
@@ -120,14 +144,16 @@ def _signed_parts(x: Tensor, t: Tensor) -> tuple[Tensor, ...]:
 
 
 def _soft_parts(x: Tensor, t: Tensor) -> tuple[Tensor, ...]:
-    """For soft targets: p, 1 - p_t = t (1 - p) + (1 - t) p, its derivative, and CE."""
+    """For soft targets: dCE/dx = p - t, 1 - p_t = t (1 - p) + (1 - t) p, its derivative, and
+    CE; each without cancellation where t is 0 or 1."""
     e = torch.exp(-x.abs())
     r = 1.0 / (1.0 + e)
     nonneg = x >= 0
     p, one_minus_p = torch.where(nonneg, r, e * r), torch.where(nonneg, e * r, r)
     q = t * one_minus_p + (1 - t) * p
-    ce = x.clamp(min=0) + torch.log1p(e) - t * x
-    return p, q, (1 - 2 * t) * p * one_minus_p, ce
+    # max(x, 0) - t x without cancelling: exact where t is 0 or 1
+    ce = torch.where(nonneg, (1 - t) * x, -t * x) + log1p_unit(e)
+    return (1 - t) * p - t * one_minus_p, q, (1 - 2 * t) * p * one_minus_p, ce
 
 
 def _hard_targets(targets: Tensor, label_smoothing: float) -> bool:
@@ -168,16 +194,16 @@ def _sigmoid_focal_grad(logits: Tensor, targets: Tensor, weight: Tensor | None,
             inner = inner + epsilon * (gamma + 1) * q * q_complement
         grad = (1 - 2 * t) * _power(q, gamma, log_q) * inner
     else:
-        p, q, dq, ce = _soft_parts(x, t)
+        dce, q, dq, ce = _soft_parts(x, t)
         if _nonzero(gamma):
             # q ** (gamma - 1) is infinite at q = 0 for gamma < 1, where its factor dq is 0.
             q_pow = _power(q, gamma - 1)
             if not isinstance(gamma, float) or gamma < 1:
                 q_pow = torch.where(q > 0, q_pow, 0.0)
             modulator = q_pow * q
-            grad = ((p - t) * modulator + gamma * ce * q_pow * dq) * _alpha_t(t, alpha)
+            grad = (dce * modulator + gamma * ce * q_pow * dq) * _alpha_t(t, alpha)
         else:
-            modulator, grad = 1.0, (p - t) * _alpha_t(t, alpha)
+            modulator, grad = 1.0, dce * _alpha_t(t, alpha)
         if epsilon:
             grad = grad + epsilon * (gamma + 1) * modulator * dq
     if class_weight is not None:

@@ -67,8 +67,9 @@ class FusedKernel:
         signature = _signature(logits, args)
         compiled = self._compiled.get(signature)
         if compiled is None:
-            compiled = torch.compile(_own_code(self.fn), dynamic=True)
+            compiled = torch.compile(_own_code(self.fn))
             self._compiled[signature] = compiled
+        _mark_anchor_dims_dynamic(logits, args)
         start = time.perf_counter()
         try:
             out = compiled(logits, *args)
@@ -85,7 +86,21 @@ class FusedKernel:
 
 def _signature(logits: Tensor, args: tuple) -> tuple:
     kinds = tuple((a.dtype, a.dim()) if isinstance(a, Tensor) else a for a in args)
-    return logits.device.type, logits.dtype, logits.dim(), kinds
+    return logits.device.type, logits.dtype, logits.shape[-1:], kinds
+
+
+def _mark_anchor_dims_dynamic(logits: Tensor, args: tuple) -> None:
+    """Anchor dimensions (all but the class one) stay symbolic; the class count is a constant.
+
+    A constant class count lets the compiler unroll and fuse the per-row loops (a softmax's
+    max, sum and gradient in one sweep over a row); anchor counts change every batch.
+    """
+    leading = logits.shape[:-1]
+    for tensor in (logits, *args):
+        if isinstance(tensor, Tensor):
+            for dim in range(min(tensor.dim(), len(leading))):
+                if tensor.shape[dim] == leading[dim]:
+                    torch._dynamo.maybe_mark_dynamic(tensor, dim)
 
 
 def _own_code(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -127,11 +142,12 @@ class LossKernels:
 class _FusedLossFunction(torch.autograd.Function):
     """Keeps the logits and targets, never a chain of intermediates.
 
-    A reduced loss (the training case) computes its gradient in the same pass as its value;
-    the first backward scales that buffer in place, so the backward costs no further pass
-    over the logits. Any other backward (unreduced loss, ``retain_graph``) recomputes the
-    gradient from the logits. With ``on_backward``, the kernels' gradient statistics of the
-    final gradient are handed to it during backward.
+    The forward computes the loss and its unit gradient in the same pass over the logits; the
+    first backward scales that buffer in place by the incoming gradient (a scalar for a
+    reduced loss; for 'none', one value per loss element, broadcast over the classes of a
+    per-row loss), so the backward costs no further pass over the logits. A second backward
+    (``retain_graph``) recomputes the gradient from the logits. With ``on_backward``, the
+    kernels' statistics of the final gradient are handed to it during backward.
     """
 
     @staticmethod
@@ -141,12 +157,10 @@ class _FusedLossFunction(torch.autograd.Function):
         ctx.kernels, ctx.reduction, ctx.params = kernels, reduction, params
         ctx.on_backward = on_backward if kernels.statistics is not None else None
         ctx.save_for_backward(logits, targets, weight)
-        ctx.unit_grad = ctx.unit_statistics = None
-        if reduction == 'none':
-            return kernels.value(logits, targets, weight, reduction, *params)
         loss, ctx.unit_grad, *statistics = kernels.value_and_grad(logits, targets, weight,
                                                                   reduction, *params)
-        ctx.unit_statistics = statistics[0] if statistics else None
+        # Statistics scale with |grad_out| only when grad_out is one scalar.
+        ctx.unit_statistics = statistics[0] if statistics and reduction != 'none' else None
         return loss
 
     @staticmethod
@@ -154,17 +168,17 @@ class _FusedLossFunction(torch.autograd.Function):
     def backward(ctx: Any, grad_out: Tensor) -> tuple:
         grad, ctx.unit_grad = ctx.unit_grad, None
         statistics, ctx.unit_statistics = ctx.unit_statistics, None
+        logits, targets, weight = ctx.saved_tensors
         if grad is not None:
-            grad.mul_(grad_out.to(grad.dtype))
+            grad.mul_(_broadcast_left(grad_out, grad))
             if statistics is not None:
                 statistics = statistics * grad_out.abs().to(statistics.dtype)
         else:
-            logits, targets, weight = ctx.saved_tensors
             grad = ctx.kernels.grad(logits, targets, weight, grad_out, ctx.reduction,
                                     *ctx.params)
-            if ctx.on_backward is not None:
-                statistics = ctx.kernels.statistics(grad, targets)
         if ctx.on_backward is not None:
+            if statistics is None:
+                statistics = ctx.kernels.statistics(grad, targets)
             ctx.on_backward(statistics)
         return None, grad, None, None, None, None, None
 
