@@ -232,3 +232,24 @@ def test_float32_sigmoid_focal_matches_float64_elementwise():
         torch.testing.assert_close(ours.double(), expected, rtol=1e-6, atol=0)
         torch.testing.assert_close(xf.grad.double(), x64.grad, rtol=1e-6,
                                    atol=1e-6 * float(x64.grad.abs().max()) if soft else 0)
+
+
+@pytest.mark.parametrize('normalizer', [7.0, torch.tensor(7.0, dtype=torch.float64)],
+                         ids=['float', 'tensor'])
+def test_normalizer_divides_the_sum_in_the_fused_pass(normalizer):
+    x = torch.randn(9, 3, dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor([0, 3, 2, 3, 1, 3, 3, 0, 2])
+    loss = sigmoid_focal_loss(x, labels, reduction='sum', normalizer=normalizer)
+    (loss * 3).backward()  # an incoming gradient other than one still scales
+    expected = ref.sigmoid_focal(x, ref.one_hot(labels, 3)).sum() / 7
+    g, = torch.autograd.grad(expected * 3, x)
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=0)
+    torch.testing.assert_close(x.grad, g, rtol=1e-12, atol=0)
+
+
+def test_normalizer_errors_name_the_argument():
+    x, labels = torch.randn(4, 3), torch.tensor([0, 1, 2, 3])
+    with pytest.raises(ValueError, match="normalizer divides a sum.*reduction='sum'"):
+        sigmoid_focal_loss(x, labels, reduction='mean', normalizer=2.0)
+    with pytest.raises(ValueError, match='normalizer must be > 0'):
+        softmax_focal_loss(x, labels.clamp(max=2), reduction='sum', normalizer=0.0)

@@ -53,14 +53,14 @@ class _MMDetLoss(nn.Module):
         if weight is not None and weight.shape != pred.shape[:weight.dim()] \
                 and weight.numel() == pred.numel():
             weight = weight.reshape(pred.shape)
-        averaged = avg_factor is not None and reduction == 'mean'
-        loss = self._loss(pred, target, weight, 'sum' if averaged else reduction)
-        if averaged:
-            loss = loss / (avg_factor + _AVG_EPS)
+        if avg_factor is not None and reduction == 'mean':  # the sum over avg_factor, fused
+            loss = self._loss(pred, target, weight, 'sum', avg_factor + _AVG_EPS)
+        else:
+            loss = self._loss(pred, target, weight, reduction, None)
         return self.loss_weight * loss
 
-    def _loss(self, pred: Tensor, target: Tensor, weight: Tensor | None,
-              reduction: str) -> Tensor:
+    def _loss(self, pred: Tensor, target: Tensor, weight: Tensor | None, reduction: str,
+              normalizer: float | Tensor | None) -> Tensor:
         raise NotImplementedError
 
 
@@ -87,9 +87,10 @@ class SigmoidFocalLoss(_MMDetLoss):
             raise ValueError(f'label_smoothing={label_smoothing} is outside [0, 1)')
         self.label_smoothing = float(label_smoothing)
 
-    def _loss(self, pred, target, weight, reduction):
+    def _loss(self, pred, target, weight, reduction, normalizer):
         return sigmoid_focal_loss(pred, target, self.alpha, self.gamma, reduction,
-                                  weight=weight, label_smoothing=self.label_smoothing)
+                                  weight=weight, label_smoothing=self.label_smoothing,
+                                  normalizer=normalizer)
 
 
 @MODELS.register_module()
@@ -113,9 +114,9 @@ class SoftmaxFocalLoss(_MMDetLoss):
         self.gamma = check_gamma(gamma)
         self.alpha = check_alpha(alpha)
 
-    def _loss(self, pred, target, weight, reduction):
+    def _loss(self, pred, target, weight, reduction, normalizer):
         return softmax_focal_loss(pred, target, self.alpha, self.gamma, reduction,
-                                  weight=weight)
+                                  weight=weight, normalizer=normalizer)
 
 
 @MODELS.register_module()
@@ -134,9 +135,9 @@ class FocalLossStar(_MMDetLoss):
         self.beta = float(beta)
         self.alpha = check_alpha(alpha)
 
-    def _loss(self, pred, target, weight, reduction):
+    def _loss(self, pred, target, weight, reduction, normalizer):
         return focal_loss_star(pred, target, self.gamma, self.beta, self.alpha, reduction,
-                               weight=weight)
+                               weight=weight, normalizer=normalizer)
 
 
 @MODELS.register_module()
@@ -155,9 +156,9 @@ class PolyFocalLoss(_MMDetLoss):
         self.alpha = check_alpha(alpha)
         self.epsilon = float(epsilon)
 
-    def _loss(self, pred, target, weight, reduction):
+    def _loss(self, pred, target, weight, reduction, normalizer):
         return poly1_focal_loss(pred, target, self.alpha, self.gamma, self.epsilon, reduction,
-                                weight=weight)
+                                weight=weight, normalizer=normalizer)
 
 
 @MODELS.register_module()
@@ -192,7 +193,7 @@ class EqualizedFocalLoss(_MMDetLoss):
         return equalized_focal_gammas(self.pos_grad, self.neg_grad, self.gamma_b,
                                       self.scale_factor)
 
-    def _loss(self, pred, target, weight, reduction):
+    def _loss(self, pred, target, weight, reduction, normalizer):
         if pred.shape[-1] != self.num_classes:
             hint = (' (mmdet heads read use_sigmoid from the loss_cls config: add '
                     'use_sigmoid=True to it)' if pred.shape[-1] == self.num_classes + 1 else '')
@@ -200,7 +201,7 @@ class EqualizedFocalLoss(_MMDetLoss):
                              f'with {pred.shape[-1]} outputs; set num_classes to match the '
                              f'head{hint}')
         return equalized_focal_loss(pred, target, self.class_gammas(), self.gamma_b, self.alpha,
-                                    reduction, weight=weight,
+                                    reduction, weight=weight, normalizer=normalizer,
                                     on_gradient_totals=self._accumulate if self.training else None)
 
     @torch.no_grad()

@@ -54,7 +54,8 @@ EQUALIZED_FOCAL = sigmoid_focal_kernels(statistics=_class_gradient_totals)
 def equalized_focal_loss(inputs: Tensor, targets: Tensor, class_gamma: Tensor,
                          gamma_b: float = 2.0, alpha: Alpha = 0.25, reduction: str = 'none',
                          *, weight: Tensor | None = None,
-                         on_gradient_totals: Callable[[Tensor], None] | None = None) -> Tensor:
+                         on_gradient_totals: Callable[[Tensor], None] | None = None,
+                         normalizer: float | Tensor | None = None) -> Tensor:
     """alpha_t (gamma_j / gamma_b) (1 - p_t)^gamma_j BCE, with gamma_j from ``class_gamma``.
 
     Args:
@@ -62,7 +63,7 @@ def equalized_focal_loss(inputs: Tensor, targets: Tensor, class_gamma: Tensor,
             floats in [0, 1].
         class_gamma: (C,) per-class focusing parameters, e.g. :func:`equalized_focal_gammas`.
         gamma_b: base focusing parameter (> 0) that normalizes the per-class weight.
-        alpha, reduction, weight: as :func:`plugin.ops.sigmoid_focal_loss`.
+        alpha, reduction, weight, normalizer: as :func:`plugin.ops.sigmoid_focal_loss`.
         on_gradient_totals: called during backward with a (2, C) tensor, the per-class sums
             of |dL/dx| over positive and negative entries (what EFL accumulates); computed
             in the same pass as the loss, at no extra read of the logits.
@@ -75,4 +76,5 @@ def equalized_focal_loss(inputs: Tensor, targets: Tensor, class_gamma: Tensor,
     return generalized_sigmoid_focal_loss(inputs, targets, alpha, class_gamma, 0.0, reduction,
                                           weight, class_gamma / gamma_b, 0.0,
                                           kernels=EQUALIZED_FOCAL,
-                                          on_backward=on_gradient_totals)
+                                          on_backward=on_gradient_totals,
+                                          normalizer=normalizer)

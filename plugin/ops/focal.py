@@ -131,10 +131,14 @@ def log1p_unit(e: Tensor) -> Tensor:
 def _signed_parts(x: Tensor, t: Tensor) -> tuple[Tensor, ...]:
     """For 0/1 targets, with z = (1 - 2t) x: 1 - p_t = sigmoid(z) and CE = softplus(z).
 
-    Returns sigmoid(z), sigmoid(-z), softplus(z) and log sigmoid(z), all from one exp and
-    one log1p, exact in both tails.
+    Returns sigmoid(z), sigmoid(-z), softplus(z) and log sigmoid(z): :func:`_softplus_parts`.
     """
-    z = x - 2 * t * x
+    return _softplus_parts(x - 2 * t * x)
+
+
+def _softplus_parts(z: Tensor) -> tuple[Tensor, ...]:
+    """sigmoid(z), sigmoid(-z), softplus(z) and log sigmoid(z), all from one exp and one
+    log1p, exact in both tails."""
     e = torch.exp(-z.abs())
     log1p_e = log1p_unit(e)
     r = 1.0 / (1.0 + e)
@@ -232,7 +236,8 @@ def generalized_sigmoid_focal_loss(inputs: Tensor, targets: Tensor, alpha: Alpha
                                gamma: float | Tensor, epsilon: float, reduction: str,
                                weight: Tensor | None, class_weight: Tensor | None,
                                label_smoothing: float, *, kernels: LossKernels | None = None,
-                               on_backward: Callable[[Tensor], None] | None = None) -> Tensor:
+                               on_backward: Callable[[Tensor], None] | None = None,
+                               normalizer: float | Tensor | None = None) -> Tensor:
     """The sigmoid family in one kernel: class_weight_c alpha_t CE (1 - p_t)^gamma_c
     + epsilon (1 - p_t)^(gamma_c + 1), with gamma a float or per class (C,) (EFL) and an
     optional per-class weight (C,). Shapes and reduction as :func:`sigmoid_focal_loss`.
@@ -244,12 +249,13 @@ def generalized_sigmoid_focal_loss(inputs: Tensor, targets: Tensor, alpha: Alpha
     params = (alpha, _as_param(gamma, inputs), float(epsilon),
               _as_param(class_weight, inputs), float(label_smoothing))
     return fused_loss(kernels or SIGMOID_FOCAL, inputs, targets, weight, reduction, params,
-                      on_backward)
+                      on_backward, normalizer)
 
 
 def sigmoid_focal_loss(inputs: Tensor, targets: Tensor, alpha: Alpha = 0.25,
                        gamma: float = 2.0, reduction: str = 'none', *,
-                       weight: Tensor | None = None, label_smoothing: float = 0.0) -> Tensor:
+                       weight: Tensor | None = None, label_smoothing: float = 0.0,
+                       normalizer: float | Tensor | None = None) -> Tensor:
     """Sigmoid focal loss (Lin et al., 2017): -alpha_t (1 - p_t)^gamma log(p_t).
 
     Same meaning as ``torchvision.ops.sigmoid_focal_loss``, which it matches to rounding.
@@ -266,6 +272,8 @@ def sigmoid_focal_loss(inputs: Tensor, targets: Tensor, alpha: Alpha = 0.25,
         reduction: 'none' (loss shaped like ``inputs``), 'mean' (over all elements) or 'sum'.
         weight: optional per-row (``inputs.shape[:k]``) or per-element weight.
         label_smoothing: eps in [0, 1): targets become t (1 - eps) + eps / 2.
+        normalizer: with reduction='sum', the sum is divided by it (> 0; e.g. the number of
+            positive anchors, mmdet's ``avg_factor``) inside the fused pass.
 
     Returns:
         float32 loss (or ``inputs``' dtype for float64).
@@ -274,12 +282,14 @@ def sigmoid_focal_loss(inputs: Tensor, targets: Tensor, alpha: Alpha = 0.25,
         alpha = None
     _check_smoothing(label_smoothing)
     return generalized_sigmoid_focal_loss(inputs, targets, alpha, check_gamma(gamma), 0.0,
-                                      reduction, weight, None, label_smoothing)
+                                          reduction, weight, None, label_smoothing,
+                                          normalizer=normalizer)
 
 
 def poly1_focal_loss(inputs: Tensor, targets: Tensor, alpha: Alpha = 0.25, gamma: float = 2.0,
                      epsilon: float = 1.0, reduction: str = 'none', *,
-                     weight: Tensor | None = None) -> Tensor:
+                     weight: Tensor | None = None,
+                     normalizer: float | Tensor | None = None) -> Tensor:
     """Poly-1 focal loss (Leng et al., 2022): FL + epsilon (1 - p_t)^(gamma + 1).
 
     As in the paper, alpha weights the focal term only. Arguments as
@@ -290,7 +300,7 @@ def poly1_focal_loss(inputs: Tensor, targets: Tensor, alpha: Alpha = 0.25, gamma
     if epsilon != epsilon:
         raise ValueError('epsilon must be a number, got nan')
     return generalized_sigmoid_focal_loss(inputs, targets, alpha, check_gamma(gamma), epsilon,
-                                      reduction, weight, None, 0.0)
+                                          reduction, weight, None, 0.0, normalizer=normalizer)
 
 
 def _check_smoothing(label_smoothing: float) -> None:
@@ -305,7 +315,7 @@ def _focal_star_value(logits: Tensor, targets: Tensor, weight: Tensor | None, re
     t = dense_targets(targets, x)
     z = gamma * x
     if _hard_targets(targets, 0.0):  # -log sigmoid(gamma x_t + beta), x_t = (2t - 1) x
-        loss = F.softplus(z - 2 * t * z - beta)
+        loss = _softplus_parts(z - 2 * t * z - beta)[2]
     else:
         loss = t * F.softplus(-(z + beta)) + (1 - t) * F.softplus(z - beta)
     return reduce_weighted(loss * (_alpha_t(t, alpha) / gamma), weight, reduction)
@@ -318,7 +328,7 @@ def _focal_star_grad(logits: Tensor, targets: Tensor, weight: Tensor | None, gra
     t = dense_targets(targets, x)
     z = gamma * x
     if _hard_targets(targets, 0.0):
-        grad = (1 - 2 * t) * torch.sigmoid(z - 2 * t * z - beta)
+        grad = (1 - 2 * t) * _softplus_parts(z - 2 * t * z - beta)[0]
     else:
         grad = (1 - t) * torch.sigmoid(z - beta) - t * torch.sigmoid(-(z + beta))
     grad = grad * _alpha_t(t, alpha)
@@ -330,7 +340,8 @@ FOCAL_STAR = LossKernels(_focal_star_value, _focal_star_grad)
 
 def focal_loss_star(inputs: Tensor, targets: Tensor, gamma: float = 2.0, beta: float = 1.0,
                     alpha: Alpha = 0.25, reduction: str = 'none', *,
-                    weight: Tensor | None = None) -> Tensor:
+                    weight: Tensor | None = None,
+                    normalizer: float | Tensor | None = None) -> Tensor:
     """FL* (Lin et al., 2017, appendix A): -alpha_t log(sigmoid(gamma x_t + beta)) / gamma.
 
     x_t = x for a positive and -x for a negative; soft targets mix the two terms linearly.
@@ -342,7 +353,7 @@ def focal_loss_star(inputs: Tensor, targets: Tensor, gamma: float = 2.0, beta: f
     check_inputs(inputs, targets, weight, max_label=inputs.shape[-1])
     alpha = _as_param(check_alpha(alpha, inputs.shape[-1]), inputs)
     return fused_loss(FOCAL_STAR, inputs, targets, weight, reduction,
-                      (alpha, gamma, float(beta)))
+                      (alpha, gamma, float(beta)), normalizer=normalizer)
 
 
 # ---------------------------------------------------------------- softmax focal
@@ -420,7 +431,8 @@ def softmax_alpha(alpha: Alpha, num_outputs: int) -> Tensor | None:
 
 def softmax_focal_loss(inputs: Tensor, targets: Tensor, alpha: Alpha = 0.25,
                        gamma: float = 2.0, reduction: str = 'none', *,
-                       weight: Tensor | None = None) -> Tensor:
+                       weight: Tensor | None = None,
+                       normalizer: float | Tensor | None = None) -> Tensor:
     """Softmax focal loss: -alpha_y (1 - p_y)^gamma log p_y over C + 1 outputs.
 
     Args:
@@ -430,6 +442,7 @@ def softmax_focal_loss(inputs: Tensor, targets: Tensor, alpha: Alpha = 0.25,
         gamma: focusing parameter >= 0; 0 gives (alpha-weighted) softmax cross entropy.
         reduction: 'none' (per row, shape (N,)), 'mean' (over rows) or 'sum'.
         weight: optional per-row weight (N,).
+        normalizer: as :func:`sigmoid_focal_loss`.
     """
     check_reduction(reduction)
     gamma = check_gamma(gamma)
@@ -439,5 +452,5 @@ def softmax_focal_loss(inputs: Tensor, targets: Tensor, alpha: Alpha = 0.25,
         raise ValueError(f'softmax focal loss takes a per-row weight of shape '
                          f'{tuple(inputs.shape[:-1])}, got {tuple(weight.shape)}')
     alpha = _as_param(softmax_alpha(alpha, num_outputs), inputs)
-    return fused_loss(SOFTMAX_FOCAL, inputs, targets, weight,
-                      reduction, (alpha, gamma))
+    return fused_loss(SOFTMAX_FOCAL, inputs, targets, weight, reduction, (alpha, gamma),
+                      normalizer=normalizer)

@@ -117,18 +117,19 @@ class LossKernels:
 
     ``value(logits, targets, weight, reduction, *params)`` returns the loss and
     ``grad(logits, targets, weight, grad_out, reduction, *params)`` its gradient w.r.t. the
-    logits; ``params`` holds floats or small tensors. An optional
-    ``statistics(grad, targets)`` summarizes the gradient (EFL's per-class totals); in the
-    one-pass kernel it is computed from the unit gradient, linear in ``|grad_out|``.
+    logits; ``params`` holds floats or small tensors. The one-pass
+    ``value_and_grad(logits, targets, weight, reduction, scale, *params)`` returns both, times
+    a 0-dim ``scale``. An optional ``statistics(grad, targets)`` summarizes the gradient (EFL's
+    per-class totals); in the one-pass kernel it is computed from that scaled gradient, and
+    it is linear in ``|grad_out|``.
     """
 
     def __init__(self, value: Callable[..., Tensor], grad: Callable[..., Tensor],
                  statistics: Callable[[Tensor, Tensor], Tensor] | None = None) -> None:
         def value_and_grad(logits: Tensor, targets: Tensor, weight: Tensor | None,
-                           reduction: str, *params: Any) -> tuple[Tensor, ...]:
-            unit = torch.ones((), dtype=upcast(logits).dtype, device=logits.device)
-            loss = value(logits, targets, weight, reduction, *params)
-            grad_ = grad(logits, targets, weight, unit, reduction, *params)
+                           reduction: str, scale: Tensor, *params: Any) -> tuple[Tensor, ...]:
+            loss = value(logits, targets, weight, reduction, *params) * scale
+            grad_ = grad(logits, targets, weight, scale, reduction, *params)
             if statistics is None:
                 return loss, grad_
             return loss, grad_, statistics(grad_, targets)
@@ -142,7 +143,7 @@ class LossKernels:
 class _FusedLossFunction(torch.autograd.Function):
     """Keeps the logits and targets, never a chain of intermediates.
 
-    The forward computes the loss and its unit gradient in the same pass over the logits; the
+    The forward computes the loss and its gradient in the same pass over the logits; the
     first backward scales that buffer in place by the incoming gradient (a scalar for a
     reduced loss; for 'none', one value per loss element, broadcast over the classes of a
     per-row loss), so the backward costs no further pass over the logits. A second backward
@@ -152,13 +153,13 @@ class _FusedLossFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, kernels: LossKernels, logits: Tensor, targets: Tensor,
-                weight: Tensor | None, reduction: str, params: tuple,
+                weight: Tensor | None, reduction: str, scale: Tensor, params: tuple,
                 on_backward: Callable[[Tensor], None] | None) -> Tensor:
         ctx.kernels, ctx.reduction, ctx.params = kernels, reduction, params
         ctx.on_backward = on_backward if kernels.statistics is not None else None
-        ctx.save_for_backward(logits, targets, weight)
+        ctx.save_for_backward(logits, targets, weight, scale)
         loss, ctx.unit_grad, *statistics = kernels.value_and_grad(logits, targets, weight,
-                                                                  reduction, *params)
+                                                                  reduction, scale, *params)
         # Statistics scale with |grad_out| only when grad_out is one scalar.
         ctx.unit_statistics = statistics[0] if statistics and reduction != 'none' else None
         return loss
@@ -168,29 +169,60 @@ class _FusedLossFunction(torch.autograd.Function):
     def backward(ctx: Any, grad_out: Tensor) -> tuple:
         grad, ctx.unit_grad = ctx.unit_grad, None
         statistics, ctx.unit_statistics = ctx.unit_statistics, None
-        logits, targets, weight = ctx.saved_tensors
+        logits, targets, weight, scale = ctx.saved_tensors
         if grad is not None:
-            grad.mul_(_broadcast_left(grad_out, grad))
-            if statistics is not None:
-                statistics = statistics * grad_out.abs().to(statistics.dtype)
+            if not _is_one(grad_out):
+                grad.mul_(_broadcast_left(grad_out, grad))
+                if statistics is not None:
+                    statistics = statistics * grad_out.abs().to(statistics.dtype)
         else:
-            grad = ctx.kernels.grad(logits, targets, weight, grad_out, ctx.reduction,
+            grad = ctx.kernels.grad(logits, targets, weight, grad_out * scale, ctx.reduction,
                                     *ctx.params)
         if ctx.on_backward is not None:
             if statistics is None:
                 statistics = ctx.kernels.statistics(grad, targets)
             ctx.on_backward(statistics)
-        return None, grad, None, None, None, None, None
+        return None, grad, None, None, None, None, None, None
+
+
+def _is_one(grad_out: Tensor) -> bool:
+    """An incoming gradient of exactly 1 (a loss summed into the total); looked at on CPU
+    only, where reading it costs no device synchronization."""
+    return grad_out.device.type == 'cpu' and grad_out.numel() == 1 and grad_out.item() == 1.0
 
 
 def fused_loss(kernels: LossKernels, logits: Tensor, targets: Tensor, weight: Tensor | None,
                reduction: str, params: tuple,
-               on_backward: Callable[[Tensor], None] | None = None) -> Tensor:
-    """Evaluate ``kernels`` on the logits, with their analytic gradient as the backward."""
+               on_backward: Callable[[Tensor], None] | None = None,
+               normalizer: float | Tensor | None = None) -> Tensor:
+    """Evaluate ``kernels`` on the logits, with their analytic gradient as the backward.
+
+    ``normalizer`` divides a 'sum' inside the fused pass (detection's number of positives),
+    so that the gradient leaves the forward pass final: a backward whose incoming gradient
+    is exactly one then has nothing left to scale.
+    """
+    scale = _reciprocal(normalizer, reduction, logits)
     if not logits.requires_grad:
-        return kernels.value(logits, targets, weight, reduction, *params)
-    return _FusedLossFunction.apply(kernels, logits, targets, weight, reduction, params,
+        return kernels.value(logits, targets, weight, reduction, *params) * scale
+    return _FusedLossFunction.apply(kernels, logits, targets, weight, reduction, scale, params,
                                     on_backward)
+
+
+def _reciprocal(normalizer: float | Tensor | None, reduction: str, logits: Tensor) -> Tensor:
+    dtype = upcast(logits).dtype
+    if normalizer is None:
+        return torch.ones((), dtype=dtype, device=logits.device)
+    if reduction != 'sum':
+        raise ValueError(f"normalizer divides a sum: it needs reduction='sum', got "
+                         f'reduction={reduction!r}')
+    if isinstance(normalizer, Tensor):
+        if normalizer.numel() != 1:
+            raise ValueError(f'normalizer must be a number or a one-element tensor, got '
+                             f'shape {tuple(normalizer.shape)}')
+        return normalizer.detach().to(logits.device, dtype).reshape(()).reciprocal()
+    if not normalizer > 0:
+        raise ValueError(f'normalizer must be > 0, got {normalizer}')
+    return torch.full((), 1.0 / normalizer, dtype=dtype, device=logits.device)
 
 
 def check_reduction(reduction: str) -> str:
