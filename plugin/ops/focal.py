@@ -68,11 +68,12 @@ def check_inputs(logits: Tensor, targets: Tensor, weight: Tensor | None,
         if targets.shape != logits.shape[:-1]:
             raise ValueError(f'class-index targets must have shape {tuple(logits.shape[:-1])} '
                              f'for logits {tuple(logits.shape)}, got {tuple(targets.shape)}')
-        if targets.numel() and (bool(targets.min() < 0) or bool(targets.max() > max_label)):
+        low, high = torch.stack(torch.aminmax(targets)).tolist() if targets.numel() else (0, 0)
+        if low < 0 or high > max_label:
             background = ('the last output' if max_label == logits.shape[-1] - 1
                           else f'{max_label}, for a classifier without a background output')
             raise ValueError(f'labels must lie in [0, {max_label}] (background = {background}), '
-                             f'got min {int(targets.min())}, max {int(targets.max())}')
+                             f'got min {low}, max {high}')
     if weight is not None and (weight.dim() > logits.dim()
                                or weight.shape != logits.shape[:weight.dim()]):
         raise ValueError(f'weight of shape {tuple(weight.shape)} does not fit logits '
@@ -95,9 +96,11 @@ def _power(base: Tensor, exponent: float | Tensor, log_base: Tensor | None = Non
            ) -> Tensor | float:
     """base ** exponent; small integer exponents as products (pow costs ~10x a multiply)."""
     if isinstance(exponent, float) and exponent.is_integer() and 0 <= exponent <= 8:
-        result: Tensor | float = 1.0
-        for _ in range(int(exponent)):
-            result = base * result
+        if exponent == 0:
+            return 1.0
+        result = base
+        for _ in range(int(exponent) - 1):
+            result = result * base
         return result
     if log_base is not None:
         return torch.exp(exponent * log_base)

@@ -245,7 +245,7 @@ def dense_targets(targets: Tensor, logits: Tensor) -> Tensor:
     """
     if targets.dtype.is_floating_point:
         return targets.to(logits.dtype)
-    classes = torch.arange(logits.shape[-1], device=logits.device)
+    classes = torch.arange(logits.shape[-1], device=logits.device, dtype=targets.dtype)
     return (targets.unsqueeze(-1) == classes).to(logits.dtype)
 
 
