@@ -157,6 +157,26 @@ def time_mining(device: torch.device, repeats: int) -> None:
     print_table('Mining masks (no loss), per batch', rows, baseline=rows[0].name)
 
 
+def profile_plugin(device: torch.device, images: int, anchors: int, classes: int) -> None:
+    """Where a plugin step's device time goes: its kernels by total CUDA time."""
+    from torch.profiler import ProfilerActivity, profile
+    labels = _labels(images * anchors, classes, device)
+    logits = torch.randn(images * anchors, classes, device=device) - 4
+
+    def step():
+        x = logits.detach().requires_grad_()
+        sigmoid_focal_loss(x, labels, reduction='sum', normalizer=100.0).backward()
+
+    step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(10):
+            step()
+        torch.cuda.synchronize()
+    print(f'\n## Plugin step, float32, {images} x {anchors} x {classes}: 10 steps, kernels\n')
+    print(prof.key_averages().table(sort_by='cuda_time_total', row_limit=12))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--anchors', type=int, default=100_000)
@@ -179,6 +199,8 @@ def main() -> None:
     for images in args.images[1:]:
         time_sigmoid(torchvision_focal, device, images, args.anchors, args.classes,
                      args.repeats)
+    if device.type == 'cuda':
+        profile_plugin(device, args.images[-1], args.anchors, args.classes)
     print('\nfirst-call seconds per kernel (compilation included): ' + ', '.join(
         f'{k} {v:.1f}' for k, v in fusion.first_compile_seconds().items()))
 
