@@ -253,3 +253,24 @@ def test_normalizer_errors_name_the_argument():
         sigmoid_focal_loss(x, labels, reduction='mean', normalizer=2.0)
     with pytest.raises(ValueError, match='normalizer must be > 0'):
         softmax_focal_loss(x, labels.clamp(max=2), reduction='sum', normalizer=0.0)
+
+
+@pytest.mark.parametrize('caches', [True, False], ids=['cpu-strategy', 'gpu-strategy'])
+def test_both_gradient_strategies_match_the_formula(caches, monkeypatch):
+    # A GPU computes the gradient in backward rather than with the loss: same numbers.
+    from plugin.ops import fusion
+    monkeypatch.setattr(fusion, 'caches_gradient', lambda logits: caches)
+    x = torch.randn(9, 3, dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor([0, 3, 2, 3, 1, 3, 3, 0, 2])
+    totals = []
+    gammas = torch.tensor([2.0, 3.0, 4.5], dtype=torch.float64)
+    loss = equalized_focal_loss(x, labels, gammas, reduction='sum', normalizer=4.0,
+                                on_gradient_totals=totals.append)
+    (loss * 3).backward()
+    expected = ref.equalized_focal(x, ref.one_hot(labels, 3), gammas).sum() / 4
+    g, = torch.autograd.grad(expected * 3, x)
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=0)
+    torch.testing.assert_close(x.grad, g, rtol=1e-12, atol=0)
+    t = ref.one_hot(labels, 3)
+    torch.testing.assert_close(totals[0], torch.stack([(g.abs() * t).sum(0),
+                                                       (g.abs() * (1 - t)).sum(0)]))

@@ -56,7 +56,8 @@ def check_inputs(logits: Tensor, targets: Tensor, weight: Tensor | None,
                  max_label: int) -> None:
     """Shapes and label range, with errors that name the argument.
 
-    Integer ``targets`` are class indices in [0, max_label]; float targets match ``logits``.
+    Integer ``targets`` are class indices in [0, max_label], their values checked on CPU only
+    (on a GPU the check would synchronize every step); float targets match ``logits``.
     """
     if not logits.dtype.is_floating_point:
         raise TypeError(f'logits must be a floating tensor, got dtype {logits.dtype}')
@@ -68,7 +69,9 @@ def check_inputs(logits: Tensor, targets: Tensor, weight: Tensor | None,
         if targets.shape != logits.shape[:-1]:
             raise ValueError(f'class-index targets must have shape {tuple(logits.shape[:-1])} '
                              f'for logits {tuple(logits.shape)}, got {tuple(targets.shape)}')
-        low, high = torch.stack(torch.aminmax(targets)).tolist() if targets.numel() else (0, 0)
+        # Read on CPU only: on a GPU it would stall the stream every step.
+        checked = targets.numel() and targets.device.type == 'cpu'
+        low, high = torch.stack(torch.aminmax(targets)).tolist() if checked else (0, 0)
         if low < 0 or high > max_label:
             background = ('the last output' if max_label == logits.shape[-1] - 1
                           else f'{max_label}, for a classifier without a background output')

@@ -25,7 +25,7 @@ from torch import Tensor
 
 REDUCTIONS = ('none', 'mean', 'sum')
 
-__all__ = ['FusedKernel', 'LossKernels', 'fused_loss', 'dense_targets', 'reduce_weighted',
+__all__ = ['FusedKernel', 'LossKernels', 'fused_loss', 'caches_gradient', 'dense_targets', 'reduce_weighted',
            'check_reduction', 'chain_gradient', 'upcast', 'compile_enabled',
            'first_compile_seconds']
 
@@ -140,15 +140,26 @@ class LossKernels:
         self.statistics = None if statistics is None else FusedKernel(statistics)
 
 
+def caches_gradient(logits: Tensor) -> bool:
+    """Whether the forward pass computes the gradient along with the loss.
+
+    CPU loops are compute-bound: one pass for both saves the exp and log of a second pass,
+    and the backward only scales the cached gradient. GPU kernels are memory-bound: a
+    value-only forward and one gradient pass in backward move a third less memory than a
+    cached gradient scaled in place, and hold no gradient between the two passes.
+    """
+    return logits.device.type != 'cuda'
+
+
 class _FusedLossFunction(torch.autograd.Function):
     """Keeps the logits and targets, never a chain of intermediates.
 
-    The forward computes the loss and its gradient in the same pass over the logits; the
-    first backward scales that buffer in place by the incoming gradient (a scalar for a
-    reduced loss; for 'none', one value per loss element, broadcast over the classes of a
-    per-row loss), so the backward costs no further pass over the logits. A second backward
-    (``retain_graph``) recomputes the gradient from the logits. With ``on_backward``, the
-    kernels' statistics of the final gradient are handed to it during backward.
+    Where :func:`caches_gradient`, the forward computes the loss and its gradient in the
+    same pass over the logits, and the first backward scales that buffer in place by the
+    incoming gradient (a scalar for a reduced loss; for 'none', one value per loss element,
+    broadcast over the classes of a per-row loss). Otherwise, and for a second backward
+    (``retain_graph``), the backward computes the gradient from the logits. With
+    ``on_backward``, the kernels' statistics of the final gradient are handed to it.
     """
 
     @staticmethod
@@ -158,6 +169,9 @@ class _FusedLossFunction(torch.autograd.Function):
         ctx.kernels, ctx.reduction, ctx.params = kernels, reduction, params
         ctx.on_backward = on_backward if kernels.statistics is not None else None
         ctx.save_for_backward(logits, targets, weight, scale)
+        if not caches_gradient(logits):
+            ctx.unit_grad = ctx.unit_statistics = None
+            return kernels.value(logits, targets, weight, reduction, *params) * scale
         loss, ctx.unit_grad, *statistics = kernels.value_and_grad(logits, targets, weight,
                                                                   reduction, scale, *params)
         # Statistics scale with |grad_out| only when grad_out is one scalar.
