@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .focal import Alpha, check_gamma, generalized_sigmoid_focal_loss, sigmoid_focal_kernels
-from .fusion import dense_targets, upcast
+from .fusion import compute_dtype, dense_targets, upcast
 
 __all__ = ['equalized_focal_gammas', 'equalized_focal_loss']
 
@@ -83,7 +83,7 @@ def equalized_focal_loss(inputs: Tensor, targets: Tensor, class_gamma: Tensor,
     if class_gamma.shape != inputs.shape[-1:]:
         raise ValueError(f'class_gamma must have shape ({inputs.shape[-1]},) for logits '
                          f'{tuple(inputs.shape)}, got {tuple(class_gamma.shape)}')
-    class_gamma = class_gamma.detach().to(device=inputs.device, dtype=upcast(inputs).dtype)
+    class_gamma = class_gamma.detach().to(device=inputs.device, dtype=compute_dtype(inputs))
     return generalized_sigmoid_focal_loss(inputs, targets, alpha, class_gamma, 0.0, reduction,
                                           weight, class_gamma / gamma_b, 0.0,
                                           kernels=EQUALIZED_FOCAL,

@@ -25,9 +25,9 @@ from torch import Tensor
 
 REDUCTIONS = ('none', 'mean', 'sum')
 
-__all__ = ['FusedKernel', 'LossKernels', 'fused_loss', 'caches_gradient', 'dense_targets', 'reduce_weighted',
-           'check_reduction', 'chain_gradient', 'upcast', 'compile_enabled',
-           'first_compile_seconds']
+__all__ = ['FusedKernel', 'LossKernels', 'fused_loss', 'caches_gradient', 'dense_targets',
+           'reduce_weighted', 'check_reduction', 'chain_gradient', 'upcast', 'compute_dtype',
+           'compile_enabled', 'first_compile_seconds']
 
 _compile_failed = False
 _first_compile_seconds: dict[str, float] = {}
@@ -223,7 +223,7 @@ def fused_loss(kernels: LossKernels, logits: Tensor, targets: Tensor, weight: Te
 
 
 def _reciprocal(normalizer: float | Tensor | None, reduction: str, logits: Tensor) -> Tensor:
-    dtype = upcast(logits).dtype
+    dtype = compute_dtype(logits)
     if normalizer is None:
         return torch.ones((), dtype=dtype, device=logits.device)
     if reduction != 'sum':
@@ -245,9 +245,14 @@ def check_reduction(reduction: str) -> str:
     return reduction
 
 
-def upcast(logits: Tensor) -> Tensor:
+def compute_dtype(logits: Tensor) -> torch.dtype:
     """float16/bfloat16 logits are computed in float32; float32/float64 stay as they are."""
-    return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+    return logits.dtype if logits.dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def upcast(logits: Tensor) -> Tensor:
+    """The logits in :func:`compute_dtype` (inside a compiled kernel, a per-element cast)."""
+    return logits.to(compute_dtype(logits))
 
 
 def dense_targets(targets: Tensor, logits: Tensor) -> Tensor:
