@@ -74,3 +74,29 @@ def test_many_signatures_stay_compiled(compiled, monkeypatch):
         assert counters['frames']['ok'] > before, f'{dtype} {hard} {gamma} ran eagerly'
         expected = ref.sigmoid_focal(x.detach().double(), ref.one_hot(labels, 5), gamma=gamma)
         torch.testing.assert_close(loss.double(), expected.sum(), rtol=1e-5, atol=0)
+
+
+def test_the_wrapper_adds_no_full_size_copies():
+    # Around the kernels (here trivial ones), a bfloat16 loss must not convert its logits:
+    # a float32 copy would double the memory the fused kernels save.
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class FullSizeOps(TorchDispatchMode):
+        def __init__(self, shape):
+            super().__init__()
+            self.shape, self.seen = shape, []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor) and out.shape == self.shape \
+                    and func is not torch.ops.aten.detach.default:  # a view, not a copy
+                self.seen.append(str(func))
+            return out
+
+    kernels = fusion.LossKernels(lambda x, t, w, r: x.sum(),
+                                 lambda x, t, w, g, r: torch.ones_like(x))
+    x = torch.randn(64, 5, dtype=torch.bfloat16, requires_grad=True)
+    with FullSizeOps(x.shape) as mode:
+        fusion.fused_loss(kernels, x, torch.zeros(64, dtype=torch.long), None, 'sum', (),
+                          normalizer=4.0).backward()
+    assert mode.seen == ['aten.ones_like.default'], mode.seen  # the gradient, nothing else
