@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument('--anchors', type=int, default=100_000, help='anchors per image')
     parser.add_argument('--images', type=int, default=2)
     parser.add_argument('--classes', type=int, default=80)
-    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--repeats', type=int, default=9)
     args = parser.parse_args()
     ensure_malloc_returns_memory()
 

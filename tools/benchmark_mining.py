@@ -72,7 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--images', type=int, default=32, help='SSD300 batch size')
     parser.add_argument('--retina-anchors', type=int, default=100_000)
-    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--repeats', type=int, default=9)
     args = parser.parse_args()
     ensure_malloc_returns_memory()
     stock, mining = _ssd_heads()

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .fusion import (LossKernels, chain_gradient, check_reduction, dense_targets, fused_loss,
-                     reduce_weighted, upcast)
+from .fusion import (LossKernels, chain_gradient, check_reduction, class_mask, dense_targets,
+                     fused_loss, reduce_weighted, upcast)
 
 __all__ = ['sigmoid_focal_loss', 'poly1_focal_loss', 'focal_loss_star', 'softmax_focal_loss',
            'check_gamma', 'check_alpha', 'check_inputs', 'generalized_sigmoid_focal_loss']
@@ -85,8 +85,11 @@ def check_inputs(logits: Tensor, targets: Tensor, weight: Tensor | None,
 
 
 def _alpha_t(t: Tensor, alpha: float | Tensor | None) -> Tensor | float:
+    """alpha for positives, 1 - alpha for negatives; ``t`` a bool mask or float targets."""
     if alpha is None:
         return 1.0
+    if t.dtype == torch.bool:
+        return torch.where(t, alpha, 1 - alpha)
     return alpha * t + (1 - alpha) * (1 - t)
 
 
@@ -134,12 +137,13 @@ def log1p_unit(e: Tensor) -> Tensor:
     return 2 * u * poly
 
 
-def _signed_parts(x: Tensor, t: Tensor) -> tuple[Tensor, ...]:
-    """For 0/1 targets, with z = (1 - 2t) x: 1 - p_t = sigmoid(z) and CE = softplus(z).
+def _signed_parts(x: Tensor, positive: Tensor) -> tuple[Tensor, ...]:
+    """For a bool target mask, with z = -x for positives and x for negatives: 1 - p_t =
+    sigmoid(z) and CE = softplus(z).
 
     Returns sigmoid(z), sigmoid(-z), softplus(z) and log sigmoid(z): :func:`_softplus_parts`.
     """
-    return _softplus_parts(x - 2 * t * x)
+    return _softplus_parts(torch.where(positive, -x, x))
 
 
 def _softplus_parts(z: Tensor) -> tuple[Tensor, ...]:
@@ -174,11 +178,12 @@ def _sigmoid_focal_value(logits: Tensor, targets: Tensor, weight: Tensor | None,
                          alpha: float | Tensor | None, gamma: float | Tensor, epsilon: float,
                          class_weight: Tensor | None, label_smoothing: float) -> Tensor:
     x = upcast(logits)
-    t = _smoothed(dense_targets(targets, x), label_smoothing)
-    if _hard_targets(targets, label_smoothing):
+    if _hard_targets(targets, label_smoothing):  # selections, not arithmetic, on a bool mask
+        t = class_mask(targets, x)
         q, _, ce, log_q = _signed_parts(x, t)
         modulator = _power(q, gamma, log_q)
     else:
+        t = _smoothed(dense_targets(targets, x), label_smoothing)
         _, q, _, ce = _soft_parts(x, t)
         modulator = _power(q, gamma)
     loss = ce * modulator * _alpha_t(t, alpha)
@@ -194,16 +199,18 @@ def _sigmoid_focal_grad(logits: Tensor, targets: Tensor, weight: Tensor | None,
                         gamma: float | Tensor, epsilon: float, class_weight: Tensor | None,
                         label_smoothing: float) -> Tensor:
     x = upcast(logits)
-    t = _smoothed(dense_targets(targets, x), label_smoothing)
     if _hard_targets(targets, label_smoothing):
         # d/dz [a CE q^g + eps q^(g+1)] = q^g [a (q + g CE (1 - q)) + eps (g + 1) q (1 - q)]
+        t = class_mask(targets, x)
         q, q_complement, ce, log_q = _signed_parts(x, t)
         inner = q + gamma * ce * q_complement if _nonzero(gamma) else q
         inner = inner * _alpha_t(t, alpha)
         if epsilon:
             inner = inner + epsilon * (gamma + 1) * q * q_complement
-        grad = (1 - 2 * t) * _power(q, gamma, log_q) * inner
+        grad = _power(q, gamma, log_q) * inner
+        grad = torch.where(t, -grad, grad)  # dz/dx
     else:
+        t = _smoothed(dense_targets(targets, x), label_smoothing)
         dce, q, dq, ce = _soft_parts(x, t)
         if _nonzero(gamma):
             # q ** (gamma - 1) is infinite at q = 0 for gamma < 1, where its factor dq is 0.
@@ -318,11 +325,12 @@ def _check_smoothing(label_smoothing: float) -> None:
 def _focal_star_value(logits: Tensor, targets: Tensor, weight: Tensor | None, reduction: str,
                       alpha: float | Tensor | None, gamma: float, beta: float) -> Tensor:
     x = upcast(logits)
-    t = dense_targets(targets, x)
     z = gamma * x
     if _hard_targets(targets, 0.0):  # -log sigmoid(gamma x_t + beta), x_t = (2t - 1) x
-        loss = _softplus_parts(z - 2 * t * z - beta)[2]
+        t = class_mask(targets, x)
+        loss = _softplus_parts(torch.where(t, -z, z) - beta)[2]
     else:
+        t = dense_targets(targets, x)
         loss = t * F.softplus(-(z + beta)) + (1 - t) * F.softplus(z - beta)
     return reduce_weighted(loss * (_alpha_t(t, alpha) / gamma), weight, reduction)
 
@@ -331,11 +339,13 @@ def _focal_star_grad(logits: Tensor, targets: Tensor, weight: Tensor | None, gra
                      reduction: str, alpha: float | Tensor | None, gamma: float,
                      beta: float) -> Tensor:
     x = upcast(logits)
-    t = dense_targets(targets, x)
     z = gamma * x
     if _hard_targets(targets, 0.0):
-        grad = (1 - 2 * t) * _softplus_parts(z - 2 * t * z - beta)[0]
+        t = class_mask(targets, x)
+        grad = _softplus_parts(torch.where(t, -z, z) - beta)[0]
+        grad = torch.where(t, -grad, grad)
     else:
+        t = dense_targets(targets, x)
         grad = (1 - t) * torch.sigmoid(z - beta) - t * torch.sigmoid(-(z + beta))
     grad = grad * _alpha_t(t, alpha)
     return chain_gradient(grad, weight, grad_out, reduction, x.numel(), logits.dtype)

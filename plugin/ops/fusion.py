@@ -26,6 +26,7 @@ from torch import Tensor
 REDUCTIONS = ('none', 'mean', 'sum')
 
 __all__ = ['FusedKernel', 'LossKernels', 'fused_loss', 'caches_gradient', 'dense_targets',
+           'class_mask',
            'reduce_weighted', 'check_reduction', 'chain_gradient', 'upcast', 'compute_dtype',
            'compile_enabled', 'first_compile_seconds']
 
@@ -264,8 +265,14 @@ def dense_targets(targets: Tensor, logits: Tensor) -> Tensor:
     """
     if targets.dtype.is_floating_point:
         return targets.to(logits.dtype)
-    classes = torch.arange(logits.shape[-1], device=logits.device, dtype=targets.dtype)
-    return (targets.unsqueeze(-1) == classes).to(logits.dtype)
+    return class_mask(targets, logits).to(logits.dtype)
+
+
+def class_mask(labels: Tensor, logits: Tensor) -> Tensor:
+    """Bool (N, C): entry (i, c) is labels[i] == c; class indices (N,) as in
+    :func:`dense_targets`."""
+    classes = torch.arange(logits.shape[-1], device=logits.device, dtype=labels.dtype)
+    return labels.unsqueeze(-1) == classes
 
 
 def reduce_weighted(loss: Tensor, weight: Tensor | None, reduction: str) -> Tensor:
