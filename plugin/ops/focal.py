@@ -122,13 +122,19 @@ _LOG1P_COEFFICIENTS = (1.0000000039555668, 0.3333315752731701, 0.200124451026198
 def log1p_unit(e: Tensor) -> Tensor:
     """log1p(e) for e in [0, 1], as in softplus(z) = max(z, 0) + log1p(exp(-|z|)).
 
-    float32 (what the float16/bfloat16 paths compute in too): log1p(e) = 2 atanh(u) with
-    u = e / (2 + e) in [0, 1/3], a degree-4 polynomial in u^2; within 2 ulp of the exact
-    value and about a third of the cost of a vectorized log1p, the dearest operation of the
-    focal-loss loop. float64 uses ``torch.log1p``.
+    In a compiled float32 loop (what float16/bfloat16 compute in too) this is
+    :func:`log1p_polynomial`, about a third of the cost of a vectorized log1p, the dearest
+    operation of the focal-loss loop. Eagerly each of its terms would be a pass over memory,
+    and float64 needs more digits: there it is ``torch.log1p``.
     """
-    if e.dtype != torch.float32:
-        return torch.log1p(e)
+    if e.dtype == torch.float32 and torch.compiler.is_compiling():
+        return log1p_polynomial(e)
+    return torch.log1p(e)
+
+
+def log1p_polynomial(e: Tensor) -> Tensor:
+    """log1p(e) for float32 e in [0, 1], within 2 ulp: 2 atanh(u) with u = e / (2 + e) in
+    [0, 1/3], a degree-4 polynomial in u^2."""
     u = e / (2 + e)
     v = u * u
     poly = _LOG1P_COEFFICIENTS[-1]
