@@ -2,12 +2,13 @@
 
 A dense head's classification loss runs over ~100k anchors x 80 classes. Autograd would keep a
 chain of full-size intermediates for the backward pass. Here the forward keeps the logits and
-targets only, and a reduced loss (the training case) computes its value and analytic gradient
-in the same pass over the logits; backward scales that gradient in place. Other backward
-calls recompute the gradient from the logits. On CPU and CUDA the kernels are compiled with
-``torch.compile(dynamic=True)`` into fused loops, so that anchor counts changing between batches
-do not recompile. Where no compiler works, the first
-failure is reported once with a warning and the same functions run eagerly.
+targets only. On CPU (compute-bound) the forward computes the value and the analytic gradient
+in one pass over the logits and the backward at most scales that gradient in place; on a GPU
+(memory-bound) the forward computes the value and the backward the gradient, one pass each
+(:func:`caches_gradient`). The kernels are compiled with ``torch.compile`` into fused loops:
+the class count is a constant, anchor counts stay symbolic so that they can change between
+batches without recompiling. Where no compiler works, the first failure is reported once with
+a warning and the same functions run eagerly.
 
 Set ``PLUGIN_COMPILE=0`` in the environment to always run eagerly.
 """
@@ -281,9 +282,12 @@ def reduce_weighted(loss: Tensor, weight: Tensor | None, reduction: str) -> Tens
         loss = loss * _broadcast_left(weight, loss)
     if reduction == 'none':
         return loss
-    # Row sums first: the reduction then runs over the same (rows, classes) loop as the
-    # gradient, so a compiled value-and-gradient pass reads the logits once.
-    total = (loss.sum(-1) if loss.dim() > 1 else loss).sum()
+    if caches_gradient(loss):
+        # Row sums first: the reduction then runs over the same (rows, classes) loop as the
+        # gradient, so a compiled value-and-gradient pass reads the logits once.
+        total = (loss.sum(-1) if loss.dim() > 1 else loss).sum()
+    else:  # value-only pass on a GPU: one reduction, split across the device
+        total = loss.sum()
     return total / max(loss.numel(), 1) if reduction == 'mean' else total
 
 
