@@ -282,12 +282,9 @@ def reduce_weighted(loss: Tensor, weight: Tensor | None, reduction: str) -> Tens
         loss = loss * _broadcast_left(weight, loss)
     if reduction == 'none':
         return loss
-    if caches_gradient(loss):
-        # Row sums first: the reduction then runs over the same (rows, classes) loop as the
-        # gradient, so a compiled value-and-gradient pass reads the logits once.
-        total = (loss.sum(-1) if loss.dim() > 1 else loss).sum()
-    else:  # value-only pass on a GPU: one reduction, split across the device
-        total = loss.sum()
+    # Row sums first: the reduction then runs over the same (rows, classes) loop as the
+    # gradient, so a compiled value-and-gradient pass reads the logits once.
+    total = (loss.sum(-1) if loss.dim() > 1 else loss).sum()
     return total / max(loss.numel(), 1) if reduction == 'mean' else total
 
 
