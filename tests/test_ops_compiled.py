@@ -57,11 +57,11 @@ def test_compiled_efl_statistics_match_the_gradient(compiled):
     torch.testing.assert_close(loss_fn.neg_grad, (x.grad.abs() * (1 - t)).sum(0))
 
 
-def test_many_signatures_stay_compiled(compiled, monkeypatch):
+@torch._dynamo.config.patch(recompile_limit=2)  # restored afterwards (monkeypatch deletes it)
+def test_many_signatures_stay_compiled(compiled):
     # dynamo's recompile limit is per code object: dtypes, target kinds and parameters
     # beyond it must not push a loss into eager mode.
     from torch._dynamo.utils import counters
-    monkeypatch.setattr(torch._dynamo.config, 'recompile_limit', 2)
     signatures = [(torch.float32, True, 1.0), (torch.float32, False, 1.0),
                   (torch.float64, True, 3.0)]
     for dtype, hard, gamma in signatures:
@@ -107,7 +107,9 @@ def test_compiled_float32_matches_float64_elementwise(compiled):
     x = torch.linspace(-15, 15, 3001).reshape(-1, 1).repeat(1, 2)  # naive reference exact here
     labels = torch.tensor([0, 2]).repeat(x.shape[0] // 2 + 1)[:x.shape[0]]
     xf = x.clone().requires_grad_()
-    ours = sigmoid_focal_loss(xf, labels, reduction='none')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # a fallback to eager would not test the compiled loop
+        ours = sigmoid_focal_loss(xf, labels, reduction='none')
     ours.sum().backward()
     x64 = x.double().requires_grad_()
     expected = ref.sigmoid_focal(x64, ref.one_hot(labels, 2))

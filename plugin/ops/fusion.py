@@ -27,9 +27,8 @@ from torch import Tensor
 REDUCTIONS = ('none', 'mean', 'sum')
 
 __all__ = ['FusedKernel', 'LossKernels', 'fused_loss', 'caches_gradient', 'dense_targets',
-           'class_mask',
-           'reduce_weighted', 'check_reduction', 'chain_gradient', 'upcast', 'compute_dtype',
-           'compile_enabled', 'first_compile_seconds']
+           'class_mask', 'reduce_weighted', 'check_reduction', 'chain_gradient', 'upcast',
+           'compute_dtype', 'compile_enabled', 'first_compile_seconds']
 
 _compile_failed = False
 _first_compile_seconds: dict[str, float] = {}
@@ -172,19 +171,19 @@ class _FusedLossFunction(torch.autograd.Function):
         ctx.on_backward = on_backward if kernels.statistics is not None else None
         ctx.save_for_backward(logits, targets, weight, scale)
         if not caches_gradient(logits):
-            ctx.unit_grad = ctx.unit_statistics = None
+            ctx.cached_grad = ctx.cached_statistics = None
             return kernels.value(logits, targets, weight, reduction, *params) * scale
-        loss, ctx.unit_grad, *statistics = kernels.value_and_grad(logits, targets, weight,
+        loss, ctx.cached_grad, *statistics = kernels.value_and_grad(logits, targets, weight,
                                                                   reduction, scale, *params)
         # Statistics scale with |grad_out| only when grad_out is one scalar.
-        ctx.unit_statistics = statistics[0] if statistics and reduction != 'none' else None
+        ctx.cached_statistics = statistics[0] if statistics and reduction != 'none' else None
         return loss
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple:
-        grad, ctx.unit_grad = ctx.unit_grad, None
-        statistics, ctx.unit_statistics = ctx.unit_statistics, None
+        grad, ctx.cached_grad = ctx.cached_grad, None
+        statistics, ctx.cached_statistics = ctx.cached_statistics, None
         logits, targets, weight, scale = ctx.saved_tensors
         if grad is not None:
             if not _is_one(grad_out):
