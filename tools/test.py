@@ -4,7 +4,8 @@
                          [--show-dir DIR] [--tta] [--cfg-options KEY=VALUE ...] [--launcher ...]
 """
 
-import plugin  # noqa: F401  (first: registrations and the checkpoint-loading fix)
+import _runtime  # noqa: F401  (first, before torch loads)
+import plugin  # noqa: F401  (registrations and the checkpoint-loading fix)
 from plugin.cli import run_test
 
 if __name__ == '__main__':

@@ -4,7 +4,8 @@
                           [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
 """
 
-import plugin  # noqa: F401  (first: registrations and the checkpoint-loading fix)
+import _runtime  # noqa: F401  (first, before torch loads)
+import plugin  # noqa: F401  (registrations and the checkpoint-loading fix)
 from plugin.cli import run_train
 
 if __name__ == '__main__':
