@@ -57,7 +57,8 @@ class _MMDetLoss(nn.Module):
             loss = self._loss(pred, target, weight, 'sum', avg_factor + _AVG_EPS)
         else:
             loss = self._loss(pred, target, weight, reduction, None)
-        return self.loss_weight * loss
+        # An unreduced loss is full-size: no pass over it for the usual weight of 1.
+        return loss if self.loss_weight == 1.0 else self.loss_weight * loss
 
     def _loss(self, pred: Tensor, target: Tensor, weight: Tensor | None, reduction: str,
               normalizer: float | Tensor | None) -> Tensor:

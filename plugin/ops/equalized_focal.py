@@ -53,9 +53,9 @@ def _class_gradient_totals(grad: Tensor, targets: Tensor) -> Tensor:
         positive = _column_sums(g * dense_targets(targets, g))
     else:  # one entry per row is positive: gather it rather than mask the whole tensor
         is_class = targets < g.shape[-1]
-        rows = g.gather(1, targets.clamp(max=g.shape[-1] - 1).unsqueeze(1)).squeeze(1)
-        positive = total.new_zeros(g.shape[-1]).index_add(
-            0, targets.clamp(max=g.shape[-1] - 1), rows * is_class)
+        index = targets.clamp(max=g.shape[-1] - 1)
+        rows = g.gather(1, index.unsqueeze(1)).squeeze(1)
+        positive = total.new_zeros(g.shape[-1]).index_add(0, index, rows * is_class)
     return torch.stack([positive, total - positive])
 
 

@@ -165,14 +165,10 @@ def _softplus_parts(z: Tensor) -> tuple[Tensor, ...]:
 
 def _soft_parts(x: Tensor, t: Tensor) -> tuple[Tensor, ...]:
     """For soft targets: dCE/dx = p - t, 1 - p_t = t (1 - p) + (1 - t) p, its derivative, and
-    CE; each without cancellation where t is 0 or 1."""
-    e = torch.exp(-x.abs())
-    r = 1.0 / (1.0 + e)
-    nonneg = x >= 0
-    p, one_minus_p = torch.where(nonneg, r, e * r), torch.where(nonneg, e * r, r)
+    CE = t softplus(-x) + (1 - t) softplus(x); sums of same-signed terms, no cancellation."""
+    p, one_minus_p, softplus_x, log_p = _softplus_parts(x)
     q = t * one_minus_p + (1 - t) * p
-    # max(x, 0) - t x without cancelling: exact where t is 0 or 1
-    ce = torch.where(nonneg, (1 - t) * x, -t * x) + log1p_unit(e)
+    ce = (1 - t) * softplus_x - t * log_p
     return (1 - t) * p - t * one_minus_p, q, (1 - 2 * t) * p * one_minus_p, ce
 
 

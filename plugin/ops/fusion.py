@@ -172,7 +172,8 @@ class _FusedLossFunction(torch.autograd.Function):
         ctx.save_for_backward(logits, targets, weight, scale)
         if not caches_gradient(logits):
             ctx.cached_grad = ctx.cached_statistics = None
-            return kernels.value(logits, targets, weight, reduction, *params) * scale
+            return _normalized(kernels.value(logits, targets, weight, reduction, *params),
+                               scale, reduction)
         loss, ctx.cached_grad, *statistics = kernels.value_and_grad(logits, targets, weight,
                                                                   reduction, scale, *params)
         # Statistics scale with |grad_out| only when grad_out is one scalar.
@@ -218,9 +219,16 @@ def fused_loss(kernels: LossKernels, logits: Tensor, targets: Tensor, weight: Te
     """
     scale = _reciprocal(normalizer, reduction, logits)
     if not logits.requires_grad:
-        return kernels.value(logits, targets, weight, reduction, *params) * scale
+        return _normalized(kernels.value(logits, targets, weight, reduction, *params), scale,
+                           reduction)
     return _FusedLossFunction.apply(kernels, logits, targets, weight, reduction, scale, params,
                                     on_backward)
+
+
+def _normalized(loss: Tensor, scale: Tensor, reduction: str) -> Tensor:
+    """The loss times ``scale``. Only a sum has a normalizer: an unreduced, full-size loss is
+    returned as it is rather than multiplied by one."""
+    return loss if reduction == 'none' else loss * scale
 
 
 def _reciprocal(normalizer: float | Tensor | None, reduction: str, logits: Tensor) -> Tensor:
