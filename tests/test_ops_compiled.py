@@ -4,13 +4,7 @@ import warnings
 import pytest
 import torch
 import reference as ref
-from plugin.ops import fusion, sigmoid_focal_loss
-
-
-@pytest.fixture
-def compiled(monkeypatch):
-    monkeypatch.setenv('PLUGIN_COMPILE', '1')
-    monkeypatch.setattr(fusion, '_compile_failed', False)
+from plugin.ops import fusion, sigmoid_focal_loss, softmax_focal_loss
 
 
 def test_compiled_sigmoid_focal_matches_formula_without_recompiling(compiled):
@@ -108,7 +102,7 @@ def test_compiled_float32_matches_float64_elementwise(compiled):
     labels = torch.tensor([0, 2]).repeat(x.shape[0] // 2 + 1)[:x.shape[0]]
     xf = x.clone().requires_grad_()
     with warnings.catch_warnings():
-        warnings.simplefilter('error')  # a fallback to eager would not test the compiled loop
+        warnings.simplefilter('error', RuntimeWarning)  # no eager fallback
         ours = sigmoid_focal_loss(xf, labels, reduction='none')
     ours.sum().backward()
     x64 = x.double().requires_grad_()
@@ -116,3 +110,24 @@ def test_compiled_float32_matches_float64_elementwise(compiled):
     expected.sum().backward()
     torch.testing.assert_close(ours.double(), expected, rtol=1e-6, atol=0)
     torch.testing.assert_close(xf.grad.double(), x64.grad, rtol=1e-6, atol=0)
+
+
+def test_compiled_softmax_focal_matches_float64_where_the_label_shift_overflows(compiled):
+    # The compiled CPU loop sums exp(x - x_label) in one sweep. Rows where a logit exceeds the
+    # label's by 200 overflow that sum: they must be recomputed, not returned as inf or nan.
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(600, 7, generator=g) * 3
+    labels = torch.randint(0, 7, (600,), generator=g)
+    x[:4, 0], labels[:4] = 200.0, 3
+    x[4:8, 5], labels[4:8] = 200.0, 5  # the label far ahead: every other term underflows
+    xf = x.clone().requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', RuntimeWarning)  # no eager fallback
+        ours = softmax_focal_loss(xf, labels, 0.25, 2.0, 'none')
+    ours.sum().backward()
+    x64 = x.double().requires_grad_()
+    expected = ref.softmax_focal(x64, labels, [0.25] * 6 + [0.75], 2.0)
+    expected.sum().backward()
+    assert ours[:4].isfinite().all()
+    torch.testing.assert_close(ours.double(), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(xf.grad.double(), x64.grad, rtol=1e-5, atol=1e-6)

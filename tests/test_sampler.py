@@ -23,9 +23,14 @@ def _random_mining_problem(seed, num_images=4, num_anchors=300):
     return losses, positive, ~positive & ~ignored
 
 
-@pytest.mark.parametrize('ratio,min_neg', [(3, 0), (3, 10), (1.5, 0), (7, 4)])
-def test_hard_negatives_are_the_top_by_loss(ratio, min_neg):
-    losses, positive, negative = _random_mining_problem(seed=int(ratio * 10 + min_neg))
+@pytest.mark.parametrize('ratio,min_neg,num_anchors', [(3, 0, 300), (3, 10, 300), (1.5, 0, 300),
+                                                     (7, 4, 300), (3, 0, 517)])
+@pytest.mark.parametrize('mode', ['eager', 'compiled'])
+def test_hard_negatives_are_the_top_by_loss(ratio, min_neg, num_anchors, mode, request):
+    if mode == 'compiled':
+        request.getfixturevalue('compiled')
+    losses, positive, negative = _random_mining_problem(int(ratio * 10 + min_neg), 4,
+                                                        num_anchors)
     selected = hard_negative_mask(losses, positive, negative, ratio, min_neg)
     for b in range(losses.shape[0]):
         num_pos, candidates = int(positive[b].sum()), negative[b].nonzero().flatten().tolist()
@@ -111,9 +116,13 @@ def test_stock_head_without_scores_fails_at_build_naming_the_plugin_head(stock_h
         MODELS.build(head)
 
 
-@pytest.mark.parametrize('loss_cls', [None, dict(type='CrossEntropyLoss', use_sigmoid=False)],
-                         ids=['default-fused-ce', 'mmdet-ce'])
-def test_ssd_losses_equal_mmdet_ssdhead(loss_cls):
+@pytest.mark.parametrize('loss_cls,mode', [(None, 'eager'), (None, 'compiled'),
+                                           (dict(type='CrossEntropyLoss', use_sigmoid=False),
+                                            'eager')],
+                         ids=['default-fused-ce', 'default-fused-ce-compiled', 'mmdet-ce'])
+def test_ssd_losses_equal_mmdet_ssdhead(loss_cls, mode, request):
+    if mode == 'compiled':
+        request.getfixturevalue('compiled')
     stock_cfg, mining_cfg = _ssd_head_cfgs()
     if loss_cls is not None:
         mining_cfg.loss_cls = loss_cls

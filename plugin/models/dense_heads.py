@@ -51,28 +51,31 @@ class _BatchedLossMixin:
                       bbox_weights: Tensor, avg_factor: int) -> dict[str, Tensor]:
         """Losses from batched targets: cls_score (B, A, K), bbox_pred (B, A, D),
         anchors (B, A, 4), labels / label_weights (B, A), bbox_targets / weights (B, A, D)."""
+        num_images, num_anchors = labels.shape
         rows = None
         if isinstance(self.sampler, HardNegativeSampler):
             selected = self.sampler.select(cls_score.detach(), labels, label_weights, anchors,
                                            self.loss_cls, self.num_classes)
-            # mmdet's normalizer: positives per image, at least 1 each.
-            kept_pos = (selected & (labels < self.num_classes)).sum(1)
-            avg_factor = int(kept_pos.clamp(min=1).sum())
             # Only the selected rows enter the losses: the backward is a sparse scatter.
             rows = selected.flatten().nonzero().squeeze(1)
-        flat = [t.flatten(0, 1) if rows is None else t.flatten(0, 1)[rows]
-                for t in (cls_score, bbox_pred, anchors, labels, label_weights, bbox_targets,
-                          bbox_weights)]
-        cls_score, bbox_pred, anchors, labels, label_weights, bbox_targets, bbox_weights = flat
+        cls_score, labels, label_weights = (
+            t.flatten(0, 1) if rows is None else t.flatten(0, 1)[rows]
+            for t in (cls_score, labels, label_weights))
+        positive = labels < self.num_classes
+        positive_rows = positive.nonzero().squeeze(1) if rows is None else rows[positive]
+        if rows is not None:
+            # mmdet's normalizer: the kept positives of each image, at least 1 each.
+            kept_pos = torch.bincount(positive_rows // num_anchors, minlength=num_images)
+            avg_factor = int(kept_pos.clamp(min=1).sum())
 
         loss_cls = self.loss_cls(cls_score, labels, label_weights, avg_factor=avg_factor)
         # The box loss only sees positives (every other row has zero weight).
-        positive = (labels < self.num_classes).nonzero().squeeze(1)
-        bbox_pred, anchors = bbox_pred[positive], anchors[positive]
+        bbox_pred, anchors, bbox_targets, bbox_weights = (
+            t.flatten(0, 1)[positive_rows]
+            for t in (bbox_pred, anchors, bbox_targets, bbox_weights))
         if self.reg_decoded_bbox:
             bbox_pred = get_box_tensor(self.bbox_coder.decode(anchors, bbox_pred))
-        loss_bbox = self.loss_bbox(bbox_pred, bbox_targets[positive], bbox_weights[positive],
-                                   avg_factor=avg_factor)
+        loss_bbox = self.loss_bbox(bbox_pred, bbox_targets, bbox_weights, avg_factor=avg_factor)
         return dict(loss_cls=loss_cls, loss_bbox=loss_bbox)
 
 

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .fusion import (LossKernels, chain_gradient, check_reduction, class_mask, dense_targets,
-                     fused_loss, reduce_weighted, upcast)
+from .fusion import (FusedKernel, LossKernels, chain_gradient, check_reduction, class_mask,
+                     compile_enabled, dense_targets, fused_loss, reduce_weighted, upcast)
 
 __all__ = ['sigmoid_focal_loss', 'poly1_focal_loss', 'focal_loss_star', 'softmax_focal_loss',
            'check_gamma', 'check_alpha', 'check_inputs', 'generalized_sigmoid_focal_loss']
@@ -375,24 +375,70 @@ def focal_loss_star(inputs: Tensor, targets: Tensor, gamma: float = 2.0, beta: f
 
 
 # ---------------------------------------------------------------- softmax focal
-def _true_class_terms(x: Tensor, labels: Tensor, alpha: Tensor | None
-                      ) -> tuple[Tensor, Tensor, Tensor, Tensor | float]:
-    """Per row for class-index labels: logsumexp, log p_y, 1 - p_y and alpha_y."""
+def _logsumexp(logits: Tensor) -> Tensor:
+    return torch.logsumexp(upcast(logits), dim=-1)
+
+
+def _label_terms(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    x = upcast(logits)
     lse = torch.logsumexp(x, dim=-1)
-    log_p_y = x.gather(-1, labels.unsqueeze(-1)).squeeze(-1) - lse
-    alpha_y = 1.0 if alpha is None else alpha[labels]
-    return lse, log_p_y, -torch.expm1(log_p_y), alpha_y
+    return lse, x.gather(-1, labels.unsqueeze(-1)).squeeze(-1) - lse
+
+
+def _label_terms_shifted(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """With s = sum_c exp(x_c - x_y): lse = x_y + log s and log p_y = -log s, in one sweep
+    over each row (no max); the last output says whether some s overflowed."""
+    x = upcast(logits)
+    x_y = x.gather(-1, labels.unsqueeze(-1))
+    shifted_sum = torch.exp(x - x_y).sum(-1)
+    log_sum = torch.log(shifted_sum)
+    return x_y.squeeze(-1) + log_sum, -log_sum, (shifted_sum == float('inf')).any()
+
+
+_LOGSUMEXP = FusedKernel(_logsumexp)
+_LABEL_TERMS = FusedKernel(_label_terms)
+_LABEL_TERMS_SHIFTED = FusedKernel(_label_terms_shifted)
+
+
+def softmax_row_terms(logits: Tensor, labels: Tensor | None = None
+                      ) -> tuple[Tensor, Tensor | None]:
+    """Per row, without gradient: logsumexp over the classes and, with labels, log p_y.
+
+    Args:
+        logits: (N, K) float.
+        labels: optional (N,) class indices in [0, K).
+
+    Returns:
+        lse (N,) and log p_y (N,) (None without labels), in
+        :func:`~plugin.ops.fusion.compute_dtype`.
+
+    A compiled CPU loop over all rows would take the row maxima in one sweep of memory and
+    the sums in a second. Shifted by the label's logit instead, one sweep does; rows whose
+    shifted sum overflows are recomputed with the max. A GPU kernel holds the row in
+    registers and eager mode gains nothing: both use the max.
+    """
+    with torch.no_grad():
+        if labels is None:
+            return _LOGSUMEXP(logits), None
+        if logits.device.type != 'cpu' or not compile_enabled():
+            return _LABEL_TERMS(logits, labels)
+        lse, log_p_y, overflowed = _LABEL_TERMS_SHIFTED(logits, labels)
+        if bool(overflowed):
+            rows = (log_p_y == float('-inf')).nonzero().squeeze(1)
+            lse[rows], log_p_y[rows] = _label_terms(logits[rows], labels[rows])
+        return lse, log_p_y
 
 
 def _softmax_focal_value(logits: Tensor, targets: Tensor, weight: Tensor | None,
-                         reduction: str, alpha: Tensor | None, gamma: float) -> Tensor:
-    x = upcast(logits)
-    if not targets.dtype.is_floating_point:  # one term per row: no dense target needed
-        _, log_p_y, one_minus_p_y, alpha_y = _true_class_terms(x, targets, alpha)
-        loss = -alpha_y * _power(one_minus_p_y, gamma) * log_p_y
+                         reduction: str, lse: Tensor, log_p_y: Tensor | None,
+                         alpha: Tensor | None, gamma: float) -> Tensor:
+    if log_p_y is not None:  # class-index targets: one term per row, read from log p_y
+        alpha_y = 1.0 if alpha is None else alpha[targets]
+        loss = -alpha_y * _power(-torch.expm1(log_p_y), gamma) * log_p_y
         return reduce_weighted(loss, weight, reduction)
+    x = upcast(logits)
     t = dense_targets(targets, x)
-    log_p = torch.log_softmax(x, dim=-1)
+    log_p = x - lse.unsqueeze(-1)
     loss = -t * _power(-torch.expm1(log_p), gamma) * log_p
     if alpha is not None:
         loss = loss * alpha
@@ -400,24 +446,23 @@ def _softmax_focal_value(logits: Tensor, targets: Tensor, weight: Tensor | None,
 
 
 def _softmax_focal_grad(logits: Tensor, targets: Tensor, weight: Tensor | None,
-                        grad_out: Tensor, reduction: str, alpha: Tensor | None,
+                        grad_out: Tensor, reduction: str, lse: Tensor,
+                        log_p_y: Tensor | None, alpha: Tensor | None,
                         gamma: float) -> Tensor:
     """d/dz of a loss on class c is g_c (onehot_c - p): summed over c with weights t_c, where
     g_c = alpha_c (gamma (1 - p_c)^(gamma - 1) p_c log p_c - (1 - p_c)^gamma)."""
     x = upcast(logits)
-    if not targets.dtype.is_floating_point:
-        lse, log_p_y, one_minus_p_y, alpha_y = _true_class_terms(x, targets, alpha)
-        g_y = _softmax_focal_factor(log_p_y, one_minus_p_y, gamma) * alpha_y
-        p = torch.exp(x - lse.unsqueeze(-1))
-        grad = g_y.unsqueeze(-1) * (dense_targets(targets, x) - p)
+    log_p = x - lse.unsqueeze(-1)
+    t = dense_targets(targets, x)
+    if log_p_y is not None:
+        alpha_y = 1.0 if alpha is None else alpha[targets]
+        g_y = _softmax_focal_factor(log_p_y, -torch.expm1(log_p_y), gamma) * alpha_y
+        grad = g_y.unsqueeze(-1) * (t - torch.exp(log_p))
     else:
-        t = dense_targets(targets, x)
-        log_p = torch.log_softmax(x, dim=-1)
-        p = torch.exp(log_p)
         per_class = t * _softmax_focal_factor(log_p, -torch.expm1(log_p), gamma)
         if alpha is not None:
             per_class = per_class * alpha
-        grad = per_class - per_class.sum(-1, keepdim=True) * p
+        grad = per_class - per_class.sum(-1, keepdim=True) * torch.exp(log_p)
     return chain_gradient(grad, weight, grad_out, reduction, x[..., 0].numel(), logits.dtype)
 
 
@@ -470,5 +515,6 @@ def softmax_focal_loss(inputs: Tensor, targets: Tensor, alpha: Alpha = 0.25,
         raise ValueError(f'softmax focal loss takes a per-row weight of shape '
                          f'{tuple(inputs.shape[:-1])}, got {tuple(weight.shape)}')
     alpha = _as_param(softmax_alpha(alpha, num_outputs), inputs)
-    return fused_loss(SOFTMAX_FOCAL, inputs, targets, weight, reduction, (alpha, gamma),
+    terms = softmax_row_terms(inputs, None if targets.dtype.is_floating_point else targets)
+    return fused_loss(SOFTMAX_FOCAL, inputs, targets, weight, reduction, (*terms, alpha, gamma),
                       normalizer=normalizer)

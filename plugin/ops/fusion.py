@@ -50,12 +50,14 @@ class FusedKernel:
     Each input signature (dtypes, ranks, and the values of non-tensor arguments) gets a
     compiled copy of its own: dynamo keeps compiled variants, and its recompile limit, per
     code object, so one shared copy would let dtypes, target kinds and losses evict each other
-    into eager mode. Within a signature the anchor count stays dynamic.
+    into eager mode. Within a signature the anchor count stays dynamic; ``class_dim_static``
+    (default) makes the last dimension of the first argument a constant.
     """
 
-    def __init__(self, fn: Callable[..., Tensor]) -> None:
+    def __init__(self, fn: Callable[..., Tensor], class_dim_static: bool = True) -> None:
         self.fn = fn
         self.name = fn.__name__
+        self.class_dim_static = class_dim_static
         self._compiled: dict[tuple, Callable[..., Tensor]] = {}
 
     def __call__(self, logits: Tensor, *args: Any) -> Tensor:
@@ -65,12 +67,13 @@ class FusedKernel:
                         and not torch.compiler.is_compiling())
         if not use_compiled:
             return self.fn(logits, *args)
-        signature = _signature(logits, args)
+        static_dims = 1 if self.class_dim_static else 0
+        signature = _signature(logits, args, static_dims)
         compiled = self._compiled.get(signature)
         if compiled is None:
             compiled = torch.compile(_own_code(self.fn))
             self._compiled[signature] = compiled
-        _mark_anchor_dims_dynamic(logits, args)
+        _mark_anchor_dims_dynamic(logits, args, static_dims)
         start = time.perf_counter()
         try:
             out = compiled(logits, *args)
@@ -85,18 +88,20 @@ class FusedKernel:
         return out
 
 
-def _signature(logits: Tensor, args: tuple) -> tuple:
+def _signature(logits: Tensor, args: tuple, static_dims: int) -> tuple:
     kinds = tuple((a.dtype, a.dim()) if isinstance(a, Tensor) else a for a in args)
-    return logits.device.type, logits.dtype, logits.shape[-1:], kinds
+    return (logits.device.type, logits.dtype, logits.dim(),
+            logits.shape[logits.dim() - static_dims:], kinds)
 
 
-def _mark_anchor_dims_dynamic(logits: Tensor, args: tuple) -> None:
-    """Anchor dimensions (all but the class one) stay symbolic; the class count is a constant.
+def _mark_anchor_dims_dynamic(logits: Tensor, args: tuple, static_dims: int) -> None:
+    """Anchor dimensions (all but the last ``static_dims`` of ``logits``, the class one)
+    stay symbolic.
 
     A constant class count lets the compiler unroll and fuse the per-row loops (a softmax's
     max, sum and gradient in one sweep over a row); anchor counts change every batch.
     """
-    leading = logits.shape[:-1]
+    leading = logits.shape[:logits.dim() - static_dims]
     for tensor in (logits, *args):
         if isinstance(tensor, Tensor):
             for dim in range(min(tensor.dim(), len(leading))):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .fusion import FusedKernel
+
 __all__ = ['hard_negative_mask', 'ohem_mask', 'box_iou', 'greedy_nms_sorted']
 
 
@@ -19,15 +21,29 @@ def _check_mask(name: str, mask: Tensor, like: Tensor) -> None:
                          f'got {mask.dtype} {tuple(mask.shape)}')
 
 
-def _top_per_row(scores: Tensor, eligible: Tensor, counts: Tensor) -> Tensor:
-    """Bool mask of the ``counts[b]`` highest ``scores`` among ``eligible`` in each row b."""
+def _top_per_row(scores: Tensor, counts: Tensor) -> Tensor:
+    """Bool mask of the ``counts[b]`` highest ``scores`` in each row b (-inf never chosen
+    while ``counts`` does not exceed the row's finite scores)."""
     k_max = int(counts.max()) if counts.numel() else 0
-    selected = torch.zeros_like(eligible)
+    selected = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
     if k_max == 0:
         return selected
-    ranked = scores.masked_fill(~eligible, float('-inf')).topk(k_max, dim=1).indices
+    ranked = scores.topk(k_max, dim=1).indices
     in_budget = torch.arange(k_max, device=scores.device) < counts.unsqueeze(1)
     return selected.scatter_(1, ranked, in_budget)
+
+
+def _negatives_by_loss(losses: Tensor, positive: Tensor, negative: Tensor
+                       ) -> tuple[Tensor, Tensor, Tensor]:
+    """The losses of negatives (-inf elsewhere) and each row's positive and negative counts.
+
+    One fused pass over the (B, A) masks: counting a bool mask eagerly casts it to a
+    full-size int64 copy first."""
+    scores = torch.where(negative, losses, float('-inf'))
+    return scores, positive.sum(1), negative.sum(1)
+
+
+_NEGATIVES_BY_LOSS = FusedKernel(_negatives_by_loss, class_dim_static=False)
 
 
 def hard_negative_mask(losses: Tensor, positive: Tensor, negative: Tensor,
@@ -47,10 +63,9 @@ def hard_negative_mask(losses: Tensor, positive: Tensor, negative: Tensor,
     """
     _check_mask('positive', positive, losses)
     _check_mask('negative', negative, losses)
-    num_pos = positive.sum(1)
+    scores, num_pos, num_neg = _NEGATIVES_BY_LOSS(losses.detach(), positive, negative)
     wanted = (num_pos.to(torch.float64) * neg_pos_ratio).floor().long().clamp(min=min_negatives)
-    counts = torch.minimum(wanted, negative.sum(1))
-    return _top_per_row(losses.detach(), negative, counts)
+    return _top_per_row(scores, torch.minimum(wanted, num_neg))
 
 
 def _area(boxes: Tensor) -> Tensor:
