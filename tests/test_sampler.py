@@ -9,7 +9,7 @@ from mmdet.registry import MODELS, TASK_UTILS
 from mmdet.structures.bbox import bbox_overlaps
 
 import plugin  # noqa: F401
-from plugin.ops import hard_negative_mask, ohem_mask
+from plugin.ops import RowGather, hard_negative_mask, ohem_mask
 
 
 def _random_mining_problem(seed, num_images=4, num_anchors=300):
@@ -120,7 +120,7 @@ def test_stock_head_without_scores_fails_at_build_naming_the_plugin_head(stock_h
                                            (dict(type='CrossEntropyLoss', use_sigmoid=False),
                                             'eager')],
                          ids=['default-fused-ce', 'default-fused-ce-compiled', 'mmdet-ce'])
-def test_ssd_losses_equal_mmdet_ssdhead(loss_cls, mode, request):
+def test_ssd_losses_and_gradients_equal_mmdet_ssdhead(loss_cls, mode, request):
     if mode == 'compiled':
         request.getfixturevalue('compiled')
     stock_cfg, mining_cfg = _ssd_head_cfgs()
@@ -131,15 +131,21 @@ def test_ssd_losses_equal_mmdet_ssdhead(loss_cls, mode, request):
     mining = MODELS.build(mining_cfg)
     mining.load_state_dict(stock.state_dict())
     num_images = 4
-    feats = [torch.randn(num_images, c, s, s)
-             for c, s in zip(stock_cfg.in_channels, [38, 19, 10, 5, 3, 1])]
-    g = torch.Generator().manual_seed(1)
-    gts = [random_gt(n, generator=g) for n in (3, 0, 7, 1)]
     metas = img_metas(num_images, 300)
-    theirs = stock.loss_by_feat(*stock(feats), gts, metas)
-    ours = mining.loss_by_feat(*mining(feats), gts, metas)
-    for key in ('loss_cls', 'loss_bbox'):
-        torch.testing.assert_close(ours[key], sum(theirs[key]).reshape(()), rtol=1e-6, atol=0)
+    g = torch.Generator().manual_seed(1)
+    for num_gts in ((3, 0, 7, 1), (1, 4, 0, 2)):  # the second step recycles gradient buffers
+        feats = [torch.randn(num_images, c, s, s, requires_grad=True)
+                 for c, s in zip(stock_cfg.in_channels, [38, 19, 10, 5, 3, 1])]
+        gts = [random_gt(n, generator=g) for n in num_gts]
+        theirs = stock.loss_by_feat(*stock(feats), gts, metas)
+        their_grads = torch.autograd.grad(sum(map(sum, theirs.values())), feats)
+        ours = mining.loss_by_feat(*mining(feats), gts, metas)
+        our_grads = torch.autograd.grad(sum(ours.values()), feats)
+        for key in ('loss_cls', 'loss_bbox'):
+            torch.testing.assert_close(ours[key], sum(theirs[key]).reshape(()), rtol=1e-6,
+                                       atol=0)
+        for our_grad, their_grad in zip(our_grads, their_grads):
+            torch.testing.assert_close(our_grad, their_grad, rtol=1e-5, atol=1e-7)
 
 
 def test_min_negatives_teach_background_in_images_without_objects():
@@ -204,3 +210,48 @@ def test_ssd300_with_sampler_trains_and_predicts():
     cfg.model.train_cfg.sampler = dict(type='HardNegativeSampler', neg_pos_ratio=3,
                                        min_neg_per_image=8)
     _train_step_and_predict(cfg, [3, 0], 300)
+
+
+def _gather_step(gather, x, rows, weights):
+    (gather(x, rows) * weights).sum().backward()
+    return x.grad
+
+
+def test_row_gather_gradient_equals_indexing_while_recycling_its_buffer():
+    gather = RowGather()
+    x = torch.randn(50, 7, requires_grad=True)
+    g = torch.Generator().manual_seed(0)
+    pointers = []
+    for size in (9, 4, 9, 0, 12):  # each step zeroes the rows of the one before
+        rows = torch.randperm(50, generator=g)[:size]
+        weights = torch.randn(size, 7, generator=g)
+        ours = _gather_step(gather, x, rows, weights).clone()
+        pointers.append(x.grad.data_ptr())
+        x.grad = None
+        (expected,) = torch.autograd.grad((x[rows] * weights).sum(), x)
+        torch.testing.assert_close(ours, expected, rtol=0, atol=0)
+    assert len(set(pointers)) == 1, 'a buffer nobody held was not reused'
+
+
+def test_row_gather_never_reuses_a_gradient_someone_holds_or_changed():
+    gather = RowGather()
+    x = torch.randn(30, 3, requires_grad=True)
+    rows1, rows2 = torch.tensor([1, 5, 7]), torch.tensor([2, 5])
+    w1, w2 = torch.randn(3, 3), torch.randn(2, 3)
+    # x.grad kept: the second backward accumulates into it, from a buffer of its own.
+    _gather_step(gather, x, rows1, w1)
+    accumulated = _gather_step(gather, x, rows2, w2)
+    expected = torch.zeros(30, 3)
+    expected.index_add_(0, rows1, w1).index_add_(0, rows2, w2)
+    torch.testing.assert_close(accumulated, expected, rtol=0, atol=0)
+    # Changed in place, then released: its stale values must not leak into the next step.
+    x.grad = None
+    _gather_step(gather, x, rows1, w1).add_(1.0)
+    x.grad = None
+    ours = _gather_step(gather, x, rows2, w2)
+    torch.testing.assert_close(ours, torch.zeros(30, 3).index_copy_(0, rows2, w2), rtol=0,
+                               atol=0)
+    # Another shape: a fresh buffer.
+    y = torch.randn(31, 3, requires_grad=True)
+    torch.testing.assert_close(_gather_step(gather, y, rows2, w2),
+                               torch.zeros(31, 3).index_copy_(0, rows2, w2), rtol=0, atol=0)

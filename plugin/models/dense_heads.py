@@ -5,6 +5,7 @@ mines) the selected anchors, then the normalizer, then the two losses.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -15,6 +16,7 @@ from mmdet.utils import ConfigType, InstanceList, OptInstanceList
 from mmengine.model import bias_init_with_prob
 from torch import Tensor, nn
 
+from ..ops import RowGather
 from .samplers import HardNegativeSampler
 
 __all__ = ['MiningRetinaHead', 'MiningSSDHead']
@@ -29,6 +31,11 @@ class _BatchedLossMixin:
     """``loss_by_feat`` over the concatenated batch, with the sampler's loss-ranked selection."""
 
     hands_scores_to_sampler = True
+
+    @functools.cached_property
+    def _row_gathers(self) -> dict[str, RowGather]:
+        """Gathers of the selected rows whose backward recycles its dense gradient."""
+        return dict(cls_score=RowGather(), bbox_pred=RowGather())
 
     def loss_by_feat(self, cls_scores: list[Tensor], bbox_preds: list[Tensor],
                      batch_gt_instances: InstanceList, batch_img_metas: list[dict],
@@ -52,27 +59,27 @@ class _BatchedLossMixin:
         """Losses from batched targets: cls_score (B, A, K), bbox_pred (B, A, D),
         anchors (B, A, 4), labels / label_weights (B, A), bbox_targets / weights (B, A, D)."""
         num_images, num_anchors = labels.shape
-        rows = None
         if isinstance(self.sampler, HardNegativeSampler):
             selected = self.sampler.select(cls_score.detach(), labels, label_weights, anchors,
                                            self.loss_cls, self.num_classes)
-            # Only the selected rows enter the losses: the backward is a sparse scatter.
+            # Only the selected rows enter the losses, and their backward writes those only.
             rows = selected.flatten().nonzero().squeeze(1)
-        cls_score, labels, label_weights = (
-            t.flatten(0, 1) if rows is None else t.flatten(0, 1)[rows]
-            for t in (cls_score, labels, label_weights))
-        positive = labels < self.num_classes
-        positive_rows = positive.nonzero().squeeze(1) if rows is None else rows[positive]
-        if rows is not None:
+            cls_score = self._row_gathers['cls_score'](cls_score.flatten(0, 1), rows)
+            labels, label_weights = labels.flatten()[rows], label_weights.flatten()[rows]
+            positive_rows = rows[labels < self.num_classes]
             # mmdet's normalizer: the kept positives of each image, at least 1 each.
             kept_pos = torch.bincount(positive_rows // num_anchors, minlength=num_images)
             avg_factor = int(kept_pos.clamp(min=1).sum())
+        else:
+            cls_score, labels, label_weights = (t.flatten(0, 1)
+                                                 for t in (cls_score, labels, label_weights))
+            positive_rows = (labels < self.num_classes).nonzero().squeeze(1)
 
         loss_cls = self.loss_cls(cls_score, labels, label_weights, avg_factor=avg_factor)
         # The box loss only sees positives (every other row has zero weight).
-        bbox_pred, anchors, bbox_targets, bbox_weights = (
-            t.flatten(0, 1)[positive_rows]
-            for t in (bbox_pred, anchors, bbox_targets, bbox_weights))
+        bbox_pred = self._row_gathers['bbox_pred'](bbox_pred.flatten(0, 1), positive_rows)
+        anchors, bbox_targets, bbox_weights = (t.flatten(0, 1)[positive_rows]
+                                               for t in (anchors, bbox_targets, bbox_weights))
         if self.reg_decoded_bbox:
             bbox_pred = get_box_tensor(self.bbox_coder.decode(anchors, bbox_pred))
         loss_bbox = self.loss_bbox(bbox_pred, bbox_targets, bbox_weights, avg_factor=avg_factor)

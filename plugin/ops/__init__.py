@@ -2,9 +2,9 @@
 from .equalized_focal import equalized_focal_gammas, equalized_focal_loss
 from .focal import (check_alpha, check_gamma, focal_loss_star, poly1_focal_loss,
                     sigmoid_focal_loss, softmax_focal_loss)
-from .mining import box_iou, greedy_nms_sorted, hard_negative_mask, ohem_mask
+from .mining import RowGather, box_iou, greedy_nms_sorted, hard_negative_mask, ohem_mask
 
 __all__ = ['sigmoid_focal_loss', 'softmax_focal_loss', 'focal_loss_star', 'poly1_focal_loss',
            'equalized_focal_loss', 'equalized_focal_gammas',
-           'hard_negative_mask', 'ohem_mask', 'box_iou', 'greedy_nms_sorted', 'check_alpha',
-           'check_gamma']
+           'hard_negative_mask', 'ohem_mask', 'box_iou', 'greedy_nms_sorted', 'RowGather',
+           'check_alpha', 'check_gamma']
