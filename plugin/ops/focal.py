@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .fusion import (FusedKernel, LossKernels, chain_gradient, check_reduction, class_mask,
-                     compile_enabled, dense_targets, fused_loss, reduce_weighted, upcast)
+from .fusion import (FusedKernel, LossKernels, at_columns, chain_factor, chain_gradient,
+                     check_reduction, class_mask, compile_enabled, dense_targets, fused_loss,
+                     label_columns, reduce_weighted, upcast)
 
 __all__ = ['sigmoid_focal_loss', 'poly1_focal_loss', 'focal_loss_star', 'softmax_focal_loss',
            'check_gamma', 'check_alpha', 'check_inputs', 'generalized_sigmoid_focal_loss']
@@ -176,18 +177,99 @@ def _hard_targets(targets: Tensor, label_smoothing: float) -> bool:
     return not targets.dtype.is_floating_point and not label_smoothing
 
 
+# With class-index targets, every entry is a negative but the label's: the dense pass treats
+# them all as negatives (no per-entry target test, no selects) and one entry per row is then
+# replaced by its positive value.
+def _negative_alpha(alpha: float | Tensor | None) -> float | Tensor:
+    return 1.0 if alpha is None else 1 - alpha
+
+
+def _at(param: float | Tensor | None, columns: Tensor) -> float | Tensor | None:
+    """A per-class parameter at each row's label column."""
+    return param[columns] if isinstance(param, Tensor) else param
+
+
+def _hard_loss(z: Tensor, alpha_t: float | Tensor, gamma: float | Tensor, epsilon: float,
+               class_weight: Tensor | None) -> Tensor:
+    """The loss of entries with signed logit z (x for a negative, -x for a positive)."""
+    q, _, ce, log_q = _softplus_parts(z)
+    modulator = _power(q, gamma, log_q)
+    loss = ce * modulator * alpha_t
+    if epsilon:  # Poly-1's term, unbalanced as in the paper
+        loss = loss + epsilon * modulator * q
+    return loss if class_weight is None else loss * class_weight
+
+
+def _hard_loss_gradient(z: Tensor, alpha_t: float | Tensor, gamma: float | Tensor,
+                        epsilon: float, class_weight: Tensor | None) -> Tensor:
+    """d/dz of :func:`_hard_loss`: with q = 1 - p_t = sigmoid(z),
+    d/dz [a CE q^g + eps q^(g+1)] = q^g [a (q + g CE (1 - q)) + eps (g + 1) q (1 - q)]."""
+    q, q_complement, ce, log_q = _softplus_parts(z)
+    inner = q + gamma * ce * q_complement if _nonzero(gamma) else q
+    inner = inner * alpha_t
+    if epsilon:
+        inner = inner + epsilon * (gamma + 1) * q * q_complement
+    grad = _power(q, gamma, log_q) * inner
+    return grad if class_weight is None else grad * class_weight
+
+
+def _label_entries(fn: Callable[..., Tensor], x: Tensor, columns: Tensor, positive: Tensor,
+                   alpha: float | Tensor | None, gamma: float | Tensor, epsilon: float,
+                   class_weight: Tensor | None) -> tuple[Tensor, Tensor]:
+    """``fn`` at each row's label entry (N,), as a positive and as a negative."""
+    x_y = at_columns(x, columns)
+    params = (_at(gamma, columns), epsilon, _at(class_weight, columns))
+    as_positive = fn(-x_y, 1.0 if alpha is None else _at(alpha, columns), *params)
+    as_negative = fn(x_y, _negative_alpha(_at(alpha, columns)), *params)
+    return torch.where(positive, as_positive, as_negative), as_negative
+
+
+def _with_label_entries(dense: Tensor, columns: Tensor, entries: Tensor) -> Tensor:
+    return dense.scatter(-1, columns.unsqueeze(-1), entries.unsqueeze(-1))
+
+
+def _hard_value(x: Tensor, targets: Tensor, weight: Tensor | None, reduction: str,
+                alpha: float | Tensor | None, gamma: float | Tensor, epsilon: float,
+                class_weight: Tensor | None) -> Tensor:
+    columns, positive = label_columns(targets, x.shape[-1])
+    params = (gamma, epsilon, class_weight)
+    dense = _hard_loss(x, _negative_alpha(alpha), *params)
+    entries, as_negative = _label_entries(_hard_loss, x, columns, positive, alpha, *params)
+    if reduction == 'none':
+        return reduce_weighted(_with_label_entries(dense, columns, entries), weight, 'none')
+    # A sum needs no entry replaced: add the difference, weighted as its entry.
+    entry_weight = 1.0 if weight is None else at_columns(_broadcast_rows(weight, x), columns)
+    total = (reduce_weighted(dense, weight, 'sum')
+             + ((entries - as_negative) * entry_weight).sum())
+    return total / max(x.numel(), 1) if reduction == 'mean' else total
+
+
+def _hard_grad(x: Tensor, targets: Tensor, weight: Tensor | None, grad_out: Tensor,
+               reduction: str, alpha: float | Tensor | None, gamma: float | Tensor,
+               epsilon: float, class_weight: Tensor | None) -> Tensor:
+    columns, positive = label_columns(targets, x.shape[-1])
+    params = (gamma, epsilon, class_weight)
+    factor = chain_factor(weight, grad_out, reduction, x.numel(), x)
+    dense = _hard_loss_gradient(x, _negative_alpha(alpha), *params) * factor
+    entries, _ = _label_entries(_hard_loss_gradient, x, columns, positive, alpha, *params)
+    entries = torch.where(positive, -entries, entries)  # dz/dx = -1 for a positive
+    return _with_label_entries(dense, columns, entries * at_columns(factor, columns))
+
+
+def _broadcast_rows(weight: Tensor, x: Tensor) -> Tensor:
+    """A per-row (N,) or per-entry (N, C) weight as an (N, 1) or (N, C) tensor."""
+    return weight.unsqueeze(-1) if weight.dim() < x.dim() else weight
+
+
 def _sigmoid_focal_value(logits: Tensor, targets: Tensor, weight: Tensor | None, reduction: str,
                          alpha: float | Tensor | None, gamma: float | Tensor, epsilon: float,
                          class_weight: Tensor | None, label_smoothing: float) -> Tensor:
     x = upcast(logits)
-    if _hard_targets(targets, label_smoothing):  # selections, not arithmetic, on a bool mask
-        t = class_mask(targets, x)
-        q, _, ce, log_q = _signed_parts(x, t)
-        modulator = _power(q, gamma, log_q)
-    else:
-        t = _smoothed(dense_targets(targets, x), label_smoothing)
-        _, q, _, ce = _soft_parts(x, t)
-        modulator = _power(q, gamma)
+    if _hard_targets(targets, label_smoothing):
+        return _hard_value(x, targets, weight, reduction, alpha, gamma, epsilon, class_weight)
+    t = _smoothed(dense_targets(targets, x), label_smoothing)
+    _, q, _, ce = _soft_parts(x, t)
+    modulator = _power(q, gamma)
     loss = ce * modulator * _alpha_t(t, alpha)
     if epsilon:  # Poly-1's term, unbalanced as in the paper
         loss = loss + epsilon * modulator * q
@@ -202,29 +284,22 @@ def _sigmoid_focal_grad(logits: Tensor, targets: Tensor, weight: Tensor | None,
                         label_smoothing: float) -> Tensor:
     x = upcast(logits)
     if _hard_targets(targets, label_smoothing):
-        # d/dz [a CE q^g + eps q^(g+1)] = q^g [a (q + g CE (1 - q)) + eps (g + 1) q (1 - q)]
-        t = class_mask(targets, x)
-        q, q_complement, ce, log_q = _signed_parts(x, t)
-        inner = q + gamma * ce * q_complement if _nonzero(gamma) else q
-        inner = inner * _alpha_t(t, alpha)
-        if epsilon:
-            inner = inner + epsilon * (gamma + 1) * q * q_complement
-        grad = _power(q, gamma, log_q) * inner
-        grad = torch.where(t, -grad, grad)  # dz/dx
+        grad = _hard_grad(x, targets, weight, grad_out, reduction, alpha, gamma, epsilon,
+                          class_weight)
+        return grad.to(logits.dtype)
+    t = _smoothed(dense_targets(targets, x), label_smoothing)
+    dce, q, dq, ce = _soft_parts(x, t)
+    if _nonzero(gamma):
+        # q ** (gamma - 1) is infinite at q = 0 for gamma < 1, where its factor dq is 0.
+        q_pow = _power(q, gamma - 1)
+        if not isinstance(gamma, float) or gamma < 1:
+            q_pow = torch.where(q > 0, q_pow, 0.0)
+        modulator = q_pow * q
+        grad = (dce * modulator + gamma * ce * q_pow * dq) * _alpha_t(t, alpha)
     else:
-        t = _smoothed(dense_targets(targets, x), label_smoothing)
-        dce, q, dq, ce = _soft_parts(x, t)
-        if _nonzero(gamma):
-            # q ** (gamma - 1) is infinite at q = 0 for gamma < 1, where its factor dq is 0.
-            q_pow = _power(q, gamma - 1)
-            if not isinstance(gamma, float) or gamma < 1:
-                q_pow = torch.where(q > 0, q_pow, 0.0)
-            modulator = q_pow * q
-            grad = (dce * modulator + gamma * ce * q_pow * dq) * _alpha_t(t, alpha)
-        else:
-            modulator, grad = 1.0, dce * _alpha_t(t, alpha)
-        if epsilon:
-            grad = grad + epsilon * (gamma + 1) * modulator * dq
+        modulator, grad = 1.0, dce * _alpha_t(t, alpha)
+    if epsilon:
+        grad = grad + epsilon * (gamma + 1) * modulator * dq
     if class_weight is not None:
         grad = grad * class_weight
     return chain_gradient(grad, weight, grad_out, reduction, x.numel(), logits.dtype)

@@ -27,7 +27,8 @@ from torch import Tensor
 REDUCTIONS = ('none', 'mean', 'sum')
 
 __all__ = ['FusedKernel', 'LossKernels', 'fused_loss', 'caches_gradient', 'dense_targets',
-           'class_mask', 'reduce_weighted', 'check_reduction', 'chain_gradient', 'upcast',
+           'class_mask', 'reduce_weighted', 'check_reduction', 'chain_gradient', 'chain_factor',
+           'label_columns', 'at_columns', 'upcast',
            'compute_dtype', 'compile_enabled', 'first_compile_seconds']
 
 _compile_failed = False
@@ -306,15 +307,37 @@ def chain_gradient(grad: Tensor, weight: Tensor | None, grad_out: Tensor, reduct
 
     ``num_losses`` is the element count a 'mean' divides by; ``dtype`` the logits' dtype.
     """
+    return (grad * chain_factor(weight, grad_out, reduction, num_losses, grad)).to(dtype)
+
+
+def chain_factor(weight: Tensor | None, grad_out: Tensor, reduction: str, num_losses: int,
+                 like: Tensor) -> Tensor:
+    """What a per-element gradient shaped like ``like`` is multiplied by: the reduction's
+    ``grad_out`` (divided by ``num_losses`` for 'mean') times ``weight``, each broadcast from
+    the left; it has ``like``'s number of dimensions, each of size 1 or ``like``'s."""
     if reduction == 'none':
-        grad = grad * _broadcast_left(grad_out, grad)
-    elif reduction == 'mean':
-        grad = grad * (grad_out.to(grad.dtype) / max(num_losses, 1))
+        factor = _broadcast_left(grad_out, like)
     else:
-        grad = grad * grad_out.to(grad.dtype)
+        scale = grad_out.to(like.dtype)
+        factor = (scale / max(num_losses, 1) if reduction == 'mean' else scale).reshape(
+            (1,) * like.dim())
     if weight is not None:
-        grad = grad * _broadcast_left(weight, grad)
-    return grad.to(dtype)
+        factor = factor * _broadcast_left(weight, like)
+    return factor
+
+
+def label_columns(labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """For class-index labels (N,) (any value outside [0, C) is background): each row's label
+    column, clamped into [0, C) so that it can be gathered, and whether the row has one."""
+    return labels.clamp(0, num_classes - 1), (labels >= 0) & (labels < num_classes)
+
+
+def at_columns(values: Tensor, columns: Tensor) -> Tensor:
+    """Entries (N,) of ``values`` (N, C) at ``columns`` (N,); dimensions of size 1 broadcast."""
+    if values.shape[-1] == 1:  # one value for every column
+        return values[..., 0].expand(columns.shape)
+    rows = values.expand(columns.shape[0], -1)
+    return rows.gather(-1, columns.unsqueeze(-1)).squeeze(-1)
 
 
 def _broadcast_left(weight: Tensor, like: Tensor) -> Tensor:
