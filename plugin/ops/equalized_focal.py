@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .focal import Alpha, check_gamma, generalized_sigmoid_focal_loss, sigmoid_focal_kernels
-from .fusion import compute_dtype, dense_targets, upcast
+from .fusion import at_columns, compute_dtype, dense_targets, label_columns, upcast
 
 __all__ = ['equalized_focal_gammas', 'equalized_focal_loss']
 
@@ -46,20 +46,28 @@ def _column_sums(values: Tensor) -> Tensor:
     return blocks.sum(0) + values[head:].sum(0)
 
 
-def _class_gradient_totals(grad: Tensor, targets: Tensor) -> Tensor:
+def _class_gradient_parts(grad: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-class sums of |grad| (C,), and what the positives add: per class (C,) for float
+    targets; for class-index targets, |grad| at each row's label (N,), 0 for background."""
     g = upcast(grad).abs()
     total = _column_sums(g)
     if targets.dtype.is_floating_point:
-        positive = _column_sums(g * dense_targets(targets, g))
-    else:  # one entry per row is positive: gather it rather than mask the whole tensor
-        is_class = targets < g.shape[-1]
-        index = targets.clamp(max=g.shape[-1] - 1)
-        rows = g.gather(1, index.unsqueeze(1)).squeeze(1)
-        positive = total.new_zeros(g.shape[-1]).index_add(0, index, rows * is_class)
+        return total, _column_sums(g * dense_targets(targets, g))
+    columns, positive = label_columns(targets, g.shape[-1])
+    return total, torch.where(positive, at_columns(g, columns), 0.0)
+
+
+def _class_gradient_totals(parts: tuple[Tensor, Tensor], targets: Tensor) -> Tensor:
+    """(2, C): per-class sums of |grad| over positive and over negative entries."""
+    total, positive = parts
+    if not targets.dtype.is_floating_point:
+        columns, _ = label_columns(targets, total.shape[0])
+        positive = total.new_zeros(total.shape).index_add_(0, columns, positive)
     return torch.stack([positive, total - positive])
 
 
-EQUALIZED_FOCAL = sigmoid_focal_kernels(statistics=_class_gradient_totals)
+EQUALIZED_FOCAL = sigmoid_focal_kernels(statistics=_class_gradient_parts,
+                                        summarize=_class_gradient_totals)
 
 
 def equalized_focal_loss(inputs: Tensor, targets: Tensor, class_gamma: Tensor,

@@ -10,6 +10,7 @@ probability given to the wrong answer), alpha_t = alpha t + (1 - alpha)(1 - t).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -313,10 +314,11 @@ def _smoothed(t: Tensor, label_smoothing: float) -> Tensor:
     return t * (1 - label_smoothing) + 0.5 * label_smoothing if label_smoothing else t
 
 
-def sigmoid_focal_kernels(statistics: Callable[[Tensor, Tensor], Tensor] | None = None
+def sigmoid_focal_kernels(statistics: Callable[[Tensor, Tensor], Any] | None = None,
+                          summarize: Callable[[Any, Tensor], Tensor] | None = None
                           ) -> LossKernels:
     """The sigmoid family's kernels, optionally with gradient statistics (see LossKernels)."""
-    return LossKernels(_sigmoid_focal_value, _sigmoid_focal_grad, statistics)
+    return LossKernels(_sigmoid_focal_value, _sigmoid_focal_grad, statistics, summarize)
 
 
 SIGMOID_FOCAL = sigmoid_focal_kernels()

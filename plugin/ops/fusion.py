@@ -128,11 +128,14 @@ class LossKernels:
     ``value_and_grad(logits, targets, weight, reduction, scale, *params)`` returns both, times
     a 0-dim ``scale``. An optional ``statistics(grad, targets)`` summarizes the gradient (EFL's
     per-class totals); in the one-pass kernel it is computed from that scaled gradient, and
-    it is linear in ``|grad_out|``.
+    it is linear in ``|grad_out|``. Its compiled part may leave a step to ``summarize(parts,
+    targets)``, which runs eagerly: scattering per-row values into a few bins, for one, which
+    compiled loops do with contended atomic adds.
     """
 
     def __init__(self, value: Callable[..., Tensor], grad: Callable[..., Tensor],
-                 statistics: Callable[[Tensor, Tensor], Tensor] | None = None) -> None:
+                 statistics: Callable[[Tensor, Tensor], Any] | None = None,
+                 summarize: Callable[[Any, Tensor], Tensor] | None = None) -> None:
         def value_and_grad(logits: Tensor, targets: Tensor, weight: Tensor | None,
                            reduction: str, scale: Tensor, *params: Any) -> tuple[Tensor, ...]:
             loss = value(logits, targets, weight, reduction, *params) * scale
@@ -144,7 +147,16 @@ class LossKernels:
         value_and_grad.__name__ = f'{value.__name__}_and_grad'
         self.value, self.grad = FusedKernel(value), FusedKernel(grad)
         self.value_and_grad = FusedKernel(value_and_grad)
-        self.statistics = None if statistics is None else FusedKernel(statistics)
+        self.has_statistics = statistics is not None
+        self._statistics = None if statistics is None else FusedKernel(statistics)
+        self._summarize = summarize
+
+    def summarized(self, parts: Any, targets: Tensor) -> Tensor:
+        """The statistics from what the compiled ``statistics`` returned."""
+        return parts if self._summarize is None else self._summarize(parts, targets)
+
+    def statistics(self, grad: Tensor, targets: Tensor) -> Tensor:
+        return self.summarized(self._statistics(grad, targets), targets)
 
 
 def caches_gradient(logits: Tensor) -> bool:
@@ -174,7 +186,7 @@ class _FusedLossFunction(torch.autograd.Function):
                 weight: Tensor | None, reduction: str, scale: Tensor, params: tuple,
                 on_backward: Callable[[Tensor], None] | None) -> Tensor:
         ctx.kernels, ctx.reduction, ctx.params = kernels, reduction, params
-        ctx.on_backward = on_backward if kernels.statistics is not None else None
+        ctx.on_backward = on_backward if kernels.has_statistics else None
         ctx.save_for_backward(logits, targets, weight, scale)
         if not caches_gradient(logits):
             ctx.cached_grad = ctx.cached_statistics = None
@@ -183,7 +195,8 @@ class _FusedLossFunction(torch.autograd.Function):
         loss, ctx.cached_grad, *statistics = kernels.value_and_grad(logits, targets, weight,
                                                                   reduction, scale, *params)
         # Statistics scale with |grad_out| only when grad_out is one scalar.
-        ctx.cached_statistics = statistics[0] if statistics and reduction != 'none' else None
+        ctx.cached_statistics = (kernels.summarized(statistics[0], targets)
+                                 if statistics and reduction != 'none' else None)
         return loss
 
     @staticmethod
