@@ -308,9 +308,11 @@ def reduce_weighted(loss: Tensor, weight: Tensor | None, reduction: str) -> Tens
         loss = loss * _broadcast_left(weight, loss)
     if reduction == 'none':
         return loss
-    # Row sums first: the reduction then runs over the same (rows, classes) loop as the
-    # gradient, so a compiled value-and-gradient pass reads the logits once.
-    total = (loss.sum(-1) if loss.dim() > 1 else loss).sum()
+    # A compiled value-and-gradient pass reads the logits once only if the sum runs over the
+    # gradient's loop: a per-row weight makes that a (rows, classes) loop, so rows are summed
+    # first; without one the gradient loop is flat, and so is the sum.
+    rows_first = weight is not None and loss.dim() > 1
+    total = loss.sum(-1).sum() if rows_first else loss.sum()
     return total / max(loss.numel(), 1) if reduction == 'mean' else total
 
 
