@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .fusion import (FusedKernel, LossKernels, at_columns, chain_factor, chain_gradient,
-                     check_reduction, class_mask, compile_enabled, dense_targets, fused_loss,
-                     label_columns, reduce_weighted, upcast)
+from .fusion import (FusedKernel, LossKernels, at_columns, broadcast_left, chain_factor,
+                     chain_gradient, check_reduction, class_mask, compile_enabled, dense_targets,
+                     fused_loss, label_columns, reduce_weighted, upcast)
 
 __all__ = ['sigmoid_focal_loss', 'poly1_focal_loss', 'focal_loss_star', 'softmax_focal_loss',
            'check_gamma', 'check_alpha', 'check_inputs', 'generalized_sigmoid_focal_loss']
@@ -145,15 +145,6 @@ def log1p_polynomial(e: Tensor) -> Tensor:
     return 2 * u * poly
 
 
-def _signed_parts(x: Tensor, positive: Tensor) -> tuple[Tensor, ...]:
-    """For a bool target mask, with z = -x for positives and x for negatives: 1 - p_t =
-    sigmoid(z) and CE = softplus(z).
-
-    Returns sigmoid(z), sigmoid(-z), softplus(z) and log sigmoid(z): :func:`_softplus_parts`.
-    """
-    return _softplus_parts(torch.where(positive, -x, x))
-
-
 def _softplus_parts(z: Tensor) -> tuple[Tensor, ...]:
     """sigmoid(z), sigmoid(-z), softplus(z) and log sigmoid(z), all from one exp and one
     log1p, exact in both tails."""
@@ -239,7 +230,7 @@ def _hard_value(x: Tensor, targets: Tensor, weight: Tensor | None, reduction: st
     if reduction == 'none':
         return reduce_weighted(_with_label_entries(dense, columns, entries), weight, 'none')
     # A sum needs no entry replaced: add the difference, weighted as its entry.
-    entry_weight = 1.0 if weight is None else at_columns(_broadcast_rows(weight, x), columns)
+    entry_weight = 1.0 if weight is None else at_columns(broadcast_left(weight, x), columns)
     total = (reduce_weighted(dense, weight, 'sum')
              + ((entries - as_negative) * entry_weight).sum())
     return total / max(x.numel(), 1) if reduction == 'mean' else total
@@ -255,11 +246,6 @@ def _hard_grad(x: Tensor, targets: Tensor, weight: Tensor | None, grad_out: Tens
     entries, _ = _label_entries(_hard_loss_gradient, x, columns, positive, alpha, *params)
     entries = torch.where(positive, -entries, entries)  # dz/dx = -1 for a positive
     return _with_label_entries(dense, columns, entries * at_columns(factor, columns))
-
-
-def _broadcast_rows(weight: Tensor, x: Tensor) -> Tensor:
-    """A per-row (N,) or per-entry (N, C) weight as an (N, 1) or (N, C) tensor."""
-    return weight.unsqueeze(-1) if weight.dim() < x.dim() else weight
 
 
 def _sigmoid_focal_value(logits: Tensor, targets: Tensor, weight: Tensor | None, reduction: str,

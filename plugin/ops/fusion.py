@@ -28,7 +28,7 @@ REDUCTIONS = ('none', 'mean', 'sum')
 
 __all__ = ['FusedKernel', 'LossKernels', 'fused_loss', 'caches_gradient', 'dense_targets',
            'class_mask', 'reduce_weighted', 'check_reduction', 'chain_gradient', 'chain_factor',
-           'label_columns', 'at_columns', 'upcast',
+           'label_columns', 'at_columns', 'broadcast_left', 'upcast',
            'compute_dtype', 'compile_enabled', 'first_compile_seconds']
 
 _compile_failed = False
@@ -207,7 +207,7 @@ class _FusedLossFunction(torch.autograd.Function):
         logits, targets, weight, scale = ctx.saved_tensors
         if grad is not None:
             if not _is_one(grad_out):
-                grad.mul_(_broadcast_left(grad_out, grad))
+                grad.mul_(broadcast_left(grad_out, grad))
                 if statistics is not None:
                     statistics = statistics * grad_out.abs().to(statistics.dtype)
         else:
@@ -305,7 +305,7 @@ def class_mask(labels: Tensor, logits: Tensor) -> Tensor:
 def reduce_weighted(loss: Tensor, weight: Tensor | None, reduction: str) -> Tensor:
     """Multiply by ``weight`` (broadcast from the left) and reduce."""
     if weight is not None:
-        loss = loss * _broadcast_left(weight, loss)
+        loss = loss * broadcast_left(weight, loss)
     if reduction == 'none':
         return loss
     # A compiled value-and-gradient pass reads the logits once only if the sum runs over the
@@ -331,13 +331,13 @@ def chain_factor(weight: Tensor | None, grad_out: Tensor, reduction: str, num_lo
     ``grad_out`` (divided by ``num_losses`` for 'mean') times ``weight``, each broadcast from
     the left; it has ``like``'s number of dimensions, each of size 1 or ``like``'s."""
     if reduction == 'none':
-        factor = _broadcast_left(grad_out, like)
+        factor = broadcast_left(grad_out, like)
     else:
         scale = grad_out.to(like.dtype)
         factor = (scale / max(num_losses, 1) if reduction == 'mean' else scale).reshape(
             (1,) * like.dim())
     if weight is not None:
-        factor = factor * _broadcast_left(weight, like)
+        factor = factor * broadcast_left(weight, like)
     return factor
 
 
@@ -355,6 +355,6 @@ def at_columns(values: Tensor, columns: Tensor) -> Tensor:
     return rows.gather(-1, columns.unsqueeze(-1)).squeeze(-1)
 
 
-def _broadcast_left(weight: Tensor, like: Tensor) -> Tensor:
+def broadcast_left(weight: Tensor, like: Tensor) -> Tensor:
     """View a (N,) or (N, C) weight so that it broadcasts over ``like`` from the left."""
     return weight.reshape(weight.shape + (1,) * (like.dim() - weight.dim())).to(like.dtype)
