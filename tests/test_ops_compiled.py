@@ -131,3 +131,19 @@ def test_compiled_softmax_focal_matches_float64_where_the_label_shift_overflows(
     assert ours[:4].isfinite().all()
     torch.testing.assert_close(ours.double(), expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(xf.grad.double(), x64.grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('reduction', ['sum', 'none'])
+def test_compiled_class_index_targets_with_per_entry_weights(compiled, reduction):
+    x = torch.randn(300, 5, dtype=torch.float64) * 3
+    labels = torch.randint(0, 6, (300,))
+    w = torch.rand(300, 5, dtype=torch.float64)
+    xf = x.clone().requires_grad_()
+    ours = sigmoid_focal_loss(xf, labels, 0.25, 2.0, reduction, weight=w)
+    ours.sum().backward()
+    x64 = x.clone().requires_grad_()
+    expected = ref.sigmoid_focal(x64, ref.one_hot(labels, 5)) * w
+    expected = expected.sum() if reduction == 'sum' else expected
+    expected.sum().backward()
+    torch.testing.assert_close(ours, expected, rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(xf.grad, x64.grad, rtol=1e-6, atol=1e-12)

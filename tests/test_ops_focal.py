@@ -44,6 +44,30 @@ def test_sigmoid_focal_soft_targets_and_weight():
     _assert_value_and_grad(sigmoid_focal_loss(x, t, reduction='sum', weight=w), expected, x)
 
 
+@pytest.mark.parametrize('weight_shape', ['row', 'entry'])
+@pytest.mark.parametrize('reduction', ['none', 'sum', 'mean'])
+def test_class_index_targets_with_weights(weight_shape, reduction):
+    # Class-index targets take a dense all-negative pass plus each row's label entry: weights
+    # per row and per entry must reach that entry too, for every reduction.
+    x, labels = _inputs()
+    w = torch.rand(N, C, dtype=torch.float64) if weight_shape == 'entry' else torch.rand(
+        N, dtype=torch.float64)
+    w_full = w if w.dim() == 2 else w[:, None].expand(N, C)
+    gammas = torch.linspace(2.0, 7.0, C, dtype=torch.float64)
+    cases = [
+        (sigmoid_focal_loss(x, labels, 0.25, 2.0, reduction, weight=w),
+         ref.sigmoid_focal(x, ref.one_hot(labels, C), 0.25, 2.0)),
+        (poly1_focal_loss(x, labels, 0.25, 2.0, 1.0, reduction, weight=w),
+         ref.poly1_focal(x, ref.one_hot(labels, C), 0.25, 2.0, 1.0)),
+        (equalized_focal_loss(x, labels, gammas, 2.0, 0.25, reduction, weight=w),
+         ref.equalized_focal(x, ref.one_hot(labels, C), gammas, 2.0, 0.25)),
+    ]
+    for ours, elementwise in cases:
+        expected = elementwise * w_full
+        expected = {'none': expected, 'sum': expected.sum(), 'mean': expected.mean()}[reduction]
+        _assert_value_and_grad(ours, expected, x)
+
+
 def test_sigmoid_focal_label_smoothing():
     x, labels = _inputs()
     t = ref.one_hot(labels, C) * 0.8 + 0.1
