@@ -119,6 +119,8 @@ def _power(base: Tensor, exponent: float | Tensor, log_base: Tensor | None = Non
 # fit reweighted towards minimax relative error (Lawson), max relative error 4.0e-9.
 _LOG1P_COEFFICIENTS = (1.0000000039555668, 0.3333315752731701, 0.2001244510261989,
                        0.13980468393036233, 0.14088318489822574)
+# Doubled, so that the loop computes u * poly rather than 2 * u * poly (exact either way).
+_LOG1P_COEFFICIENTS_X2 = tuple(2 * c for c in _LOG1P_COEFFICIENTS)
 
 
 def log1p_unit(e: Tensor) -> Tensor:
@@ -139,10 +141,10 @@ def log1p_polynomial(e: Tensor) -> Tensor:
     [0, 1/3], a degree-4 polynomial in u^2."""
     u = e / (2 + e)
     v = u * u
-    poly = _LOG1P_COEFFICIENTS[-1]
-    for coefficient in reversed(_LOG1P_COEFFICIENTS[:-1]):
+    poly = _LOG1P_COEFFICIENTS_X2[-1]
+    for coefficient in reversed(_LOG1P_COEFFICIENTS_X2[:-1]):
         poly = poly * v + coefficient
-    return 2 * u * poly
+    return u * poly
 
 
 def _softplus_parts(z: Tensor) -> tuple[Tensor, ...]:
@@ -150,7 +152,7 @@ def _softplus_parts(z: Tensor) -> tuple[Tensor, ...]:
     log1p, exact in both tails."""
     e = torch.exp(-z.abs())
     log1p_e = log1p_unit(e)
-    r = 1.0 / (1.0 + e)
+    r = torch.reciprocal(1.0 + e)
     nonneg = z >= 0
     return (torch.where(nonneg, r, e * r), torch.where(nonneg, e * r, r),
             z.clamp(min=0) + log1p_e, z.clamp(max=0) - log1p_e)

@@ -304,15 +304,15 @@ def class_mask(labels: Tensor, logits: Tensor) -> Tensor:
 
 def reduce_weighted(loss: Tensor, weight: Tensor | None, reduction: str) -> Tensor:
     """Multiply by ``weight`` (broadcast from the left) and reduce."""
-    if weight is not None:
-        loss = loss * broadcast_left(weight, loss)
     if reduction == 'none':
-        return loss
+        return loss if weight is None else loss * broadcast_left(weight, loss)
     # A compiled value-and-gradient pass reads the logits once only if the sum runs over the
     # gradient's loop: a per-row weight makes that a (rows, classes) loop, so rows are summed
-    # first; without one the gradient loop is flat, and so is the sum.
-    rows_first = weight is not None and loss.dim() > 1
-    total = loss.sum(-1).sum() if rows_first else loss.sum()
+    # first, then weighted; without a weight the gradient loop is flat, and so is the sum.
+    if weight is not None and weight.dim() < loss.dim():
+        total = (loss.sum(-1) * broadcast_left(weight, loss[..., 0])).sum()
+    else:
+        total = (loss if weight is None else loss * weight).sum()
     return total / max(loss.numel(), 1) if reduction == 'mean' else total
 
 
