@@ -58,7 +58,7 @@ class FusedKernel:
     def __init__(self, fn: Callable[..., Tensor], class_dim_static: bool = True) -> None:
         self.fn = fn
         self.name = fn.__name__
-        self.class_dim_static = class_dim_static
+        self._static_dims = 1 if class_dim_static else 0
         self._compiled: dict[tuple, Callable[..., Tensor]] = {}
 
     def __call__(self, logits: Tensor, *args: Any) -> Tensor:
@@ -68,13 +68,12 @@ class FusedKernel:
                         and not torch.compiler.is_compiling())
         if not use_compiled:
             return self.fn(logits, *args)
-        static_dims = 1 if self.class_dim_static else 0
-        signature = _signature(logits, args, static_dims)
+        signature = _signature(logits, args, self._static_dims)
         compiled = self._compiled.get(signature)
         if compiled is None:
             compiled = torch.compile(_own_code(self.fn))
             self._compiled[signature] = compiled
-        _mark_anchor_dims_dynamic(logits, args, static_dims)
+        _mark_anchor_dims_dynamic(logits, args, self._static_dims)
         start = time.perf_counter()
         try:
             out = compiled(logits, *args)

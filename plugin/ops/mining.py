@@ -7,6 +7,8 @@ Everything works on (B, A) tensors at once: no Python loop over images or anchor
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -237,13 +239,8 @@ def _storage_holders(tensor: Tensor) -> int | None:
     return None if use_count is None else use_count(tensor.untyped_storage()._cdata)
 
 
-_SOLE_HOLDER_COUNT: list[int | None] = []
-
-
+@functools.cache
 def _sole_holder_count() -> int | None:
     """What :func:`_storage_holders` reads for a tensor whose storage nobody else holds,
     measured once (the count includes the storage object that reading it creates)."""
-    if not _SOLE_HOLDER_COUNT:
-        only = torch.empty(1).detach()
-        _SOLE_HOLDER_COUNT.append(_storage_holders(only))
-    return _SOLE_HOLDER_COUNT[0]
+    return _storage_holders(torch.empty(1).detach())
