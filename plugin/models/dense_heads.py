@@ -1,7 +1,8 @@
 """Dense heads that hand their classification scores to the sampler.
 
 Both heads compute their losses over the whole batch at once: targets, then (if the sampler
-mines) the selected anchors, then the normalizer, then the two losses.
+ranks anchors by loss) the sampler's weights, then the normalizer, then the two losses. The
+contract with the sampler is written in :mod:`plugin.models.samplers`.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from mmengine.model import bias_init_with_prob
 from torch import Tensor, nn
 
 from ..ops import RowGather
-from .samplers import HardNegativeSampler
+from .samplers import LossRankedSampler
 
 __all__ = ['MiningRetinaHead', 'MiningSSDHead']
 
@@ -28,9 +29,21 @@ def _levels_to_batch(maps: list[Tensor], channels: int) -> Tensor:
 
 
 class _BatchedLossMixin:
-    """``loss_by_feat`` over the concatenated batch, with the sampler's loss-ranked selection."""
+    """``loss_by_feat`` over the concatenated batch, with the sampler's loss-ranked weights.
 
-    hands_scores_to_sampler = True
+    Args (keyword, besides the stock head's):
+        sync_avg_factor: in distributed training, normalize by the positives of all processes
+            (their mean, as mmdet's newer heads do), so that N processes with batch B train as
+            one process with batch N x B. False: each process by its own positives, as mmdet's
+            ``RetinaHead`` and ``SSDHead``. Default True; one process is unaffected.
+    """
+
+    # The head side of the contract in plugin.models.samplers (LossRankedSampler).
+    ranks_anchors_with_sampler = True
+
+    def __init__(self, *args: Any, sync_avg_factor: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sync_avg_factor = bool(sync_avg_factor)
 
     @functools.cached_property
     def _row_gathers(self) -> dict[str, RowGather]:
@@ -53,28 +66,37 @@ class _BatchedLossMixin:
             torch.cat(labels, 1), torch.cat(label_weights, 1), torch.cat(bbox_targets, 1),
             torch.cat(bbox_weights, 1), avg_factor)
 
+    def anchor_losses(self, cls_score: Tensor, labels: Tensor, label_weights: Tensor) -> Tensor:
+        """(B, A) classification loss per anchor (summed over classes), detached: what the
+        sampler ranks. cls_score (B, A, K); labels, label_weights (B, A)."""
+        with torch.no_grad():
+            losses = self.loss_cls(cls_score.detach().flatten(0, 1), labels.flatten(),
+                                   label_weights.flatten(), reduction_override='none')
+        return (losses.sum(1) if losses.dim() == 2 else losses).reshape(labels.shape)
+
     def loss_by_batch(self, cls_score: Tensor, bbox_pred: Tensor, anchors: Tensor,
                       labels: Tensor, label_weights: Tensor, bbox_targets: Tensor,
-                      bbox_weights: Tensor, avg_factor: int) -> dict[str, Tensor]:
+                      bbox_weights: Tensor, avg_factor: float) -> dict[str, Tensor]:
         """Losses from batched targets: cls_score (B, A, K), bbox_pred (B, A, D),
         anchors (B, A, 4), labels / label_weights (B, A), bbox_targets / weights (B, A, D)."""
         num_images, num_anchors = labels.shape
-        if isinstance(self.sampler, HardNegativeSampler):
-            selected = self.sampler.select(cls_score.detach(), labels, label_weights, anchors,
-                                           self.loss_cls, self.num_classes)
-            # Only the selected rows enter the losses, and their backward writes those only.
-            rows = selected.flatten().nonzero().squeeze(1)
+        if isinstance(self.sampler, LossRankedSampler):
+            weights = self.sampler.select(self.anchor_losses(cls_score, labels, label_weights),
+                                          labels, label_weights, anchors, self.num_classes)
+            # Only rows of nonzero weight enter the losses, and their backward writes those only.
+            rows = weights.flatten().nonzero().squeeze(1)
             cls_score = self._row_gathers['cls_score'](cls_score.flatten(0, 1), rows)
-            labels, label_weights = labels.flatten()[rows], label_weights.flatten()[rows]
+            labels = labels.flatten()[rows]
+            label_weights = label_weights.flatten()[rows] * weights.flatten()[rows]
             positive_rows = rows[labels < self.num_classes]
             # mmdet's normalizer: the kept positives of each image, at least 1 each.
             kept_pos = torch.bincount(positive_rows // num_anchors, minlength=num_images)
-            avg_factor = int(kept_pos.clamp(min=1).sum())
+            avg_factor = float(kept_pos.clamp(min=1).sum())
         else:
             cls_score, labels, label_weights = (t.flatten(0, 1)
                                                  for t in (cls_score, labels, label_weights))
             positive_rows = (labels < self.num_classes).nonzero().squeeze(1)
-
+        avg_factor = self._normalizer(avg_factor, cls_score.device)
         loss_cls = self.loss_cls(cls_score, labels, label_weights, avg_factor=avg_factor)
         # The box loss only sees positives (every other row has zero weight).
         bbox_pred = self._row_gathers['bbox_pred'](bbox_pred.flatten(0, 1), positive_rows)
@@ -84,6 +106,17 @@ class _BatchedLossMixin:
             bbox_pred = get_box_tensor(self.bbox_coder.decode(anchors, bbox_pred))
         loss_bbox = self.loss_bbox(bbox_pred, bbox_targets, bbox_weights, avg_factor=avg_factor)
         return dict(loss_cls=loss_cls, loss_bbox=loss_bbox)
+
+    def _normalizer(self, avg_factor: float, device: torch.device) -> float:
+        """The positive count to divide by: averaged over processes (``sync_avg_factor``) and
+        at least 1, so that a batch without positives is not divided by ~0."""
+        if (self.sync_avg_factor and torch.distributed.is_available()
+                and torch.distributed.is_initialized()
+                and torch.distributed.get_world_size() > 1):
+            total = torch.tensor(float(avg_factor), dtype=torch.float64, device=device)
+            torch.distributed.all_reduce(total)
+            avg_factor = float(total) / torch.distributed.get_world_size()
+        return max(float(avg_factor), 1.0)
 
 
 @MODELS.register_module()
