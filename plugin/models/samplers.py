@@ -49,9 +49,9 @@ class LossRankedSampler(PseudoSampler):
         if context is not None and not getattr(context, 'ranks_anchors_with_sampler', False):
             raise TypeError(
                 f'{type(self).__name__} ranks anchors by classification loss, but '
-                f'{type(context).__name__} hands its sampler no scores to rank. Use the plugin head '
-                f"instead: type='MiningRetinaHead' for RetinaHead, type='MiningSSDHead' for "
-                f'SSDHead.')
+                f'{type(context).__name__} hands its sampler no scores to rank. Use the plugin '
+                f"head instead: type='MiningRetinaHead' for RetinaHead, type='MiningSSDHead' "
+                f'for SSDHead.')
 
     def select(self, losses: Tensor, labels: Tensor, label_weights: Tensor, anchors: Tensor,
                num_classes: int) -> Tensor:
