@@ -31,9 +31,6 @@ from ..ops import hard_negative_mask, ohem_mask, soft_negative_weights
 __all__ = ['LossRankedSampler', 'HardNegativeSampler']
 
 MODES = ('hard_negative', 'soft', 'ohem')
-# Soft weights below this are dropped: each changes its image's budget by less than 1e-9 of
-# an anchor, and the head then skips those rows (at small temperatures, nearly all of them).
-NEGLIGIBLE_WEIGHT = 1e-9
 
 
 class LossRankedSampler(PseudoSampler):
@@ -138,9 +135,7 @@ class HardNegativeSampler(LossRankedSampler):
             weights = soft_negative_weights(losses, positive, candidate & ~positive,
                                             self.neg_pos_ratio, self.temperature,
                                             self.min_neg_per_image)
-            weights = weights.masked_fill_(weights < NEGLIGIBLE_WEIGHT, 0).masked_fill_(
-                positive, 1)
-            return weights.to(label_weights.dtype)
+            return weights.masked_fill_(positive, 1).to(label_weights.dtype)
         negatives = hard_negative_mask(losses, positive, candidate & ~positive,
                                        self.neg_pos_ratio, self.min_neg_per_image)
         return (positive | negatives).to(label_weights.dtype)

@@ -9,6 +9,7 @@ Everything works on (B, A) tensors at once: no Python loop over images or anchor
 """
 from __future__ import annotations
 
+import math
 import torch
 from torch import Tensor
 
@@ -93,12 +94,12 @@ def soft_negative_weights(losses: Tensor, positive: Tensor, negative: Tensor,
     Each image spends the budget hard mining would keep, K = min(max(floor(ratio * P),
     min_negatives), N) for P positives and N candidate negatives, but as weights: ranking its
     negatives by loss, hardest first (r = 0, 1, ...), rank r gets the mean over [r, r + 1) of
-    a logistic step of width s = temperature * K ranks centred near rank K,
+    a logistic step of width s = temperature * K ranks,
 
         w_r = s * (softplus(c - r / s) - softplus(c - (r + 1) / s)),
         c = log(expm1(K / s)) - log(-expm1(-(N - K) / s)),
 
-    where c is the closed form that makes the weights of the N negatives sum to K exactly.
+    where c is the closed form that makes the weights of the N negatives sum to K.
 
     The temperature is measured in budgets: the edge between kept and dropped negatives is
     about ``temperature * K`` ranks wide. Ranks make it scale-free (the same value means the
@@ -106,6 +107,8 @@ def soft_negative_weights(losses: Tensor, positive: Tensor, negative: Tensor,
     :func:`hard_negative_mask`; 1 keeps the hardest negative at weight 0.63 and lets the
     weight fall to 0.01 over about five budgets; as it grows the weights tend to K / N on every
     candidate (plain cross entropy on a random-like share; ``float('inf')`` gives that).
+    The far tail whose weights add up to less than 1e-4 of K is left at 0 (so the sum is K to
+    1e-4), which spares ranking and training on those anchors.
 
     Args:
         losses: (B, A) float per-anchor loss used for ranking (any float dtype; no gradient
@@ -132,26 +135,50 @@ def soft_negative_weights(losses: Tensor, positive: Tensor, negative: Tensor,
     _check_mining_args(neg_pos_ratio, min_negatives)
     scores, num_pos, num_neg = _NEGATIVES_BY_LOSS(losses.detach(), positive, negative)
     budget = _negative_budget(num_pos, num_neg, neg_pos_ratio, min_negatives)
-    order = scores.argsort(dim=1, descending=True)  # candidates first, hardest first
-    ranked = _rank_weights(budget.unsqueeze(1).double(), num_neg.unsqueeze(1).double(),
-                           losses.shape[1], temperature)
-    return torch.zeros_like(ranked).scatter_(1, order, ranked).to(dtype)
+    edge = _LogisticEdge(budget.unsqueeze(1).double(), num_neg.unsqueeze(1).double(),
+                         temperature)
+    weighed = edge.ranks_weighed()
+    # Only the ranks that carry weight are ranked: a partial top-k, not a full sort.
+    order = scores.topk(int(weighed.max()), dim=1).indices  # hardest first
+    ranked = edge.weights(order.shape[1], weighed)
+    return torch.zeros_like(scores, dtype=ranked.dtype).scatter_(1, order, ranked).to(dtype)
 
 
-def _rank_weights(budget: Tensor, count: Tensor, num_ranks: int, temperature: float) -> Tensor:
-    """float64 (B, num_ranks) weights of ranks 0, 1, ... for (B, 1) budgets K and counts N."""
-    rank = torch.arange(num_ranks, dtype=torch.float64, device=budget.device)
-    if temperature == float('inf'):
-        weights = (budget / count.clamp(min=1)).expand(-1, num_ranks)
-    else:
-        width = temperature * budget.clamp(min=1)
+class _LogisticEdge:
+    """The per-image logistic step of :func:`soft_negative_weights`, float64 (B, 1) budgets K
+    and candidate counts N."""
+
+    # The tail left at weight 0 holds less than this share of the budget.
+    TAIL = 1e-4
+
+    def __init__(self, budget: Tensor, count: Tensor, temperature: float) -> None:
+        self.budget, self.count, self.temperature = budget, count, temperature
+        self.width = temperature * budget.clamp(min=1)
         # log(expm1(x)) = x + log(-expm1(-x)): finite for the large x of small temperatures
-        centre = (budget / width + torch.log(-torch.expm1(-budget / width))
-                  - torch.log(-torch.expm1((budget - count) / width)))
-        upper = centre - rank / width
-        weights = width * _softplus_difference(upper, upper - 1 / width)
-        weights = torch.where(budget >= count, 1.0, weights)  # everything kept: c = inf
-    return torch.where((rank < count) & (budget > 0), weights, 0.0)
+        self.centre = (budget / self.width + torch.log(-torch.expm1(-budget / self.width))
+                       - torch.log(-torch.expm1((budget - count) / self.width)))
+
+    def ranks_weighed(self) -> Tensor:
+        """(B, 1) number of leading ranks with weight: the tail beyond them, s softplus(c - R
+        / s), holds at most TAIL * K."""
+        if self.temperature == float('inf'):
+            return self.count
+        share = self.TAIL / self.temperature  # softplus(c - R / s) <= share, with
+        tail = self.width * (self.centre - share - math.log(-math.expm1(-share)))  # log expm1
+        weighed = torch.minimum(tail.ceil(), self.count)
+        weighed = torch.where(self.budget >= self.count, self.count, weighed)
+        return torch.where(self.budget > 0, weighed, 0.0)
+
+    def weights(self, num_ranks: int, weighed: Tensor) -> Tensor:
+        """(B, num_ranks) float64 weights of ranks 0, 1, ..., 0 from rank ``weighed`` on."""
+        rank = torch.arange(num_ranks, dtype=torch.float64, device=self.budget.device)
+        if self.temperature == float('inf'):
+            weights = (self.budget / self.count.clamp(min=1)).expand(-1, num_ranks)
+        else:
+            upper = self.centre - rank / self.width
+            weights = self.width * _softplus_difference(upper, upper - 1 / self.width)
+            weights = torch.where(self.budget >= self.count, 1.0, weights)  # c = inf
+        return torch.where(rank < weighed, weights, 0.0)
 
 
 def _softplus_difference(u: Tensor, v: Tensor) -> Tensor:
