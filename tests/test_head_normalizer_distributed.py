@@ -36,7 +36,7 @@ def _loss_and_gradients(head, problem):
     problem['bbox_pred'].requires_grad_(True)
     problem['avg_factor'] = _assigned_positives(problem)  # what get_targets gives
     losses = head.loss_by_batch(**problem)
-    total = losses['loss_cls'] + losses['loss_bbox']
+    total = sum(losses['loss_cls']) + sum(losses['loss_bbox'])
     total.backward()
     return total.detach(), problem['cls_score'].grad, problem['bbox_pred'].grad
 

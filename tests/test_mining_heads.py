@@ -115,9 +115,13 @@ def _select_image(losses, labels, label_weights, boxes, sampler):
     return chosen
 
 
-def _reference(problem, sampler, softmax, box_loss):
-    total_cls, total_box, normalizer = 0.0, 0.0, 0
-    for b in range(problem['labels'].shape[0]):
+def _reference(problem, sampler, softmax, box_loss, level_sizes=None):
+    """Per-part losses (per image, or per level given ``level_sizes``) and the normalizer."""
+    num_images = problem['labels'].shape[0]
+    levels = [lv for lv, size in enumerate(level_sizes or []) for _ in range(size)]
+    num_parts = len(level_sizes) if level_sizes else num_images
+    part_cls, part_box, normalizer = [0.0] * num_parts, [0.0] * num_parts, 0
+    for b in range(num_images):
         scores = problem['cls_score'][b].double().tolist()
         labels = problem['labels'][b].tolist()
         label_weights = problem['label_weights'][b].tolist()
@@ -127,10 +131,14 @@ def _reference(problem, sampler, softmax, box_loss):
                                sampler)
         kept_positives = [a for a in chosen if labels[a] < NUM_CLASSES]
         normalizer += max(len(kept_positives), 1)
-        total_cls += sum(losses[a] * w for a, w in chosen.items())
         pred, target = problem['bbox_pred'][b].double(), problem['bbox_targets'][b].double()
-        total_box += sum(float(box_loss(pred[a], target[a]).sum()) for a in kept_positives)
-    return total_cls / normalizer, total_box / normalizer, normalizer
+        for a, weight in chosen.items():
+            part = levels[a] if level_sizes else b
+            part_cls[part] += losses[a] * weight
+            if a in kept_positives:
+                part_box[part] += float(box_loss(pred[a], target[a]).sum())
+    return ([loss / normalizer for loss in part_cls], [loss / normalizer for loss in part_box],
+            normalizer)
 
 
 def _l1(pred, target):
@@ -142,19 +150,19 @@ def _smooth_l1(pred, target, beta=1.0):
     return torch.where(diff < beta, 0.5 * diff * diff / beta, diff - 0.5 * beta)
 
 
-def _run_head(head, problem):
-    """The head's losses and the avg_factor its classification loss was called with."""
-    seen = {}
-    forward = head.loss_cls.forward
+def _run_head(head, problem, level_sizes=None):
+    """The head's losses and the normalizer (avg_factor) it divided them by."""
+    seen = []
+    normalizer = head._normalizer
 
     def spy(*args, **kwargs):
-        if 'avg_factor' in kwargs:
-            seen['avg_factor'] = kwargs['avg_factor']
-        return forward(*args, **kwargs)
+        seen.append(normalizer(*args, **kwargs))
+        return seen[-1]
 
-    head.loss_cls.forward = spy
-    losses = head.loss_by_batch(**problem)
-    return losses, seen['avg_factor']
+    head._normalizer = spy
+    losses = head.loss_by_batch(**problem, level_sizes=level_sizes)
+    (avg_factor,) = seen
+    return losses, avg_factor
 
 
 SAMPLERS = {
@@ -177,14 +185,17 @@ def test_mining_head_losses_and_normalizer_equal_a_per_image_loop(kind, name):
     softmax = kind == 'ssd'
     head = _head(kind, sampler)
     problem = _problem(num_images=3, seed=len(name), classes=NUM_CLASSES + softmax)
-    losses, avg_factor = _run_head(head, problem)
+    # RetinaHead lists its losses per level, SSDHead per image
+    level_sizes = [100, 45, 15] if kind == 'retina' else None
+    losses, avg_factor = _run_head(head, problem, level_sizes)
     expected_cls, expected_box, normalizer = _reference(
-        problem, SAMPLERS[name], softmax, _smooth_l1 if softmax else _l1)
+        problem, SAMPLERS[name], softmax, _smooth_l1 if softmax else _l1, level_sizes)
     assert avg_factor == normalizer
-    torch.testing.assert_close(losses['loss_cls'].double(), torch.tensor(expected_cls,
-                               dtype=torch.float64), rtol=2e-5, atol=0)
-    torch.testing.assert_close(losses['loss_bbox'].double(), torch.tensor(expected_box,
-                               dtype=torch.float64), rtol=2e-5, atol=0)
+    for key, expected in (('loss_cls', expected_cls), ('loss_bbox', expected_box)):
+        assert isinstance(losses[key], list) and len(losses[key]) == 3
+        torch.testing.assert_close(torch.stack(losses[key]).double(),
+                                   torch.tensor(expected, dtype=torch.float64),
+                                   rtol=2e-5, atol=1e-12)
 
 
 def test_ohem_that_drops_positives_normalizes_by_the_kept_ones():
@@ -206,5 +217,5 @@ def test_without_a_mining_sampler_every_anchor_trains_and_no_positives_divide_by
     assert avg_factor == 1.0
     x = problem['cls_score'].detach().double()
     expected = (torch.nn.functional.softplus(x).sum(2) * problem['label_weights']).sum()
-    torch.testing.assert_close(losses['loss_cls'].double(), expected, rtol=1e-5, atol=0)
-    assert losses['loss_bbox'] == 0
+    torch.testing.assert_close(sum(losses['loss_cls']).double(), expected, rtol=1e-5, atol=0)
+    assert sum(losses['loss_bbox']) == 0

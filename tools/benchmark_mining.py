@@ -109,7 +109,7 @@ def main() -> None:
     def plugin_step(head):
         losses = head.loss_by_batch(cls, box, anchors, labels, label_weights, bbox_targets,
                                     bbox_weights, avg)
-        (losses['loss_cls'] + losses['loss_bbox']).backward()
+        (sum(losses['loss_cls']) + sum(losses['loss_bbox'])).backward()
         cls.grad = box.grad = None
 
     rows = measure_all({'mmdet SSDHead (per-image mining)': stock_step,
@@ -148,7 +148,7 @@ def main() -> None:
     def mining_step(head):
         losses = head.loss_by_batch(x, anchors=retina_anchors, labels=retina_labels,
                                     label_weights=weights, avg_factor=num_pos, **boxes)
-        (losses['loss_cls'] + losses['loss_bbox']).backward()
+        (sum(losses['loss_cls']) + sum(losses['loss_bbox'])).backward()
         x.grad = boxes['bbox_pred'].grad = None
 
     def focal_step():
