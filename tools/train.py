@@ -9,6 +9,7 @@ Several processes, on GPUs (nccl) or on CPU (gloo, chosen when there is no CUDA 
 """
 
 import _runtime  # noqa: F401  (first, before torch loads)
+from _errors import explaining_unknown_types
 import plugin  # noqa: F401  (registrations and the checkpoint-loading fix)
 from plugin.cli import run_train
 from plugin.compat import allow_cpu_launch, resume_complete_checkpoints
@@ -16,4 +17,4 @@ from plugin.compat import allow_cpu_launch, resume_complete_checkpoints
 if __name__ == '__main__':
     allow_cpu_launch()
     resume_complete_checkpoints()  # --resume after a crash mid-save
-    raise SystemExit(run_train())
+    raise SystemExit(explaining_unknown_types(run_train))
