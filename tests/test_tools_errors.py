@@ -20,7 +20,7 @@ def _key_error(registry, cfg) -> KeyError:
 
 @pytest.mark.parametrize('registry,name,suggestion', [
     (MODELS, 'SigmoidFocalLos', "did you mean 'SigmoidFocalLoss'?"),
-    (MODELS, 'EqualisedFocalLoss', "did you mean 'EqualizedFocalLoss'?"),
+    (MODELS, 'EqualisedFocalLoss', "did you mean 'EqualizedFocalLoss' or"),
     (TASK_UTILS, 'HardNegSampler', "did you mean 'HardNegativeSampler'?"),
 ])
 def test_misspelt_type_names_the_closest_registered_one(registry, name, suggestion):
