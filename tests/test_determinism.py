@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from train_runs import QUICKSTART, check, generate_data, logged_steps, short_run_options, train
 
-MAX_ITERS = 3
+MAX_ITERS = 2
 
 
 def test_same_seed_same_losses(tmp_path):

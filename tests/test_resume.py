@@ -89,6 +89,10 @@ def _assert_follows_whole_run(runs, work: Path, resumed_from: int, log: str) -> 
 
 
 def test_resume_after_sigkill_continues_like_an_uninterrupted_run(runs):
+    # Until the kill, the two runs are two processes with one seed: the same steps.
+    killed, whole = logged_steps(runs['tmp'] / 'killed'), logged_steps(runs['tmp'] / 'whole')
+    assert [killed[step]['loss'] for step in range(1, KILLED_AFTER + 1)] == \
+        [whole[step]['loss'] for step in range(1, KILLED_AFTER + 1)]
     work, log = _resume(runs, 'resumed', lambda work: None)
     _assert_follows_whole_run(runs, work, resumed_from=4, log=log)
 
