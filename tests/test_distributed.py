@@ -46,3 +46,56 @@ def test_two_processes_train_the_quickstart_model(tmp_path, efl, extra):
     assert all(torch.isfinite(value).all() for value in state.values())
     if efl:  # the statistics, summed over both processes, were kept
         assert state['bbox_head.loss_cls.neg_grad'].gt(0).all()
+
+
+# ------------------------------------------------- the launcher fix alone, in this process
+@pytest.fixture
+def launcher(monkeypatch):
+    """mmengine's _init_dist_pytorch under allow_cpu_launch, with the original, torch's
+    init_process_group and torch.cuda.set_device recorded instead of run."""
+    from mmengine.dist import utils as dist_utils
+    from mmengine.model import MMDistributedDataParallel
+
+    from plugin.compat import allow_cpu_launch
+
+    # allow_cpu_launch also wraps the DDP wrapper: undone after the test.
+    monkeypatch.setattr(MMDistributedDataParallel, '__init__', MMDistributedDataParallel.__init__)
+    calls = []
+    monkeypatch.setattr(dist_utils, '_init_dist_pytorch',
+                        lambda backend, init_backend='torch', **kw: calls.append(
+                            ('mmengine', backend, kw)))
+    monkeypatch.setattr(torch.distributed, 'init_process_group',
+                        lambda backend, **kw: calls.append(('torch', backend, kw)))
+    allow_cpu_launch()
+    allow_cpu_launch()  # idempotent: wrapped once
+    return dist_utils._init_dist_pytorch, calls
+
+
+@pytest.mark.parametrize('device,asked,expected', [
+    ('cpu', 'nccl', ('torch', 'gloo')),  # mmengine's default, impossible without CUDA
+    ('cpu', 'gloo', ('torch', 'gloo')),
+    ('cpu', 'mpi', ('torch', 'mpi')),  # what the config names otherwise stays
+    ('cuda', 'nccl', ('mmengine', 'nccl')),  # GPUs: mmengine's own code, untouched
+    ('npu', 'hccl', ('mmengine', 'hccl')),
+])
+def test_process_group_backend_by_device(launcher, monkeypatch, device, asked, expected):
+    import mmengine.device
+
+    init_dist_pytorch, calls = launcher
+    monkeypatch.setattr(mmengine.device, 'get_device', lambda: device)
+    init_dist_pytorch(asked, timeout=5)
+    assert calls == [(*expected, {'timeout': 5})]
+
+
+def test_ddp_of_a_cpu_model_gets_no_device_index(monkeypatch):
+    from mmengine.model import MMDistributedDataParallel
+
+    from plugin.compat import allow_cpu_launch
+
+    seen = []
+    monkeypatch.setattr(MMDistributedDataParallel, '__init__',
+                        lambda self, module, **kw: seen.append(kw['device_ids']))
+    allow_cpu_launch()
+    MMDistributedDataParallel.__new__(MMDistributedDataParallel).__init__(
+        torch.nn.Linear(2, 2), device_ids=[1], broadcast_buffers=False)
+    assert seen == [None]

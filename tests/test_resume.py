@@ -130,3 +130,17 @@ def test_killed_while_writing_the_pointer(runs):
     work, log = _resume(runs, 'empty_pointer', damage)
     assert 'is missing or empty' in log
     _assert_follows_whole_run(runs, work, resumed_from=4, log=log)
+
+
+def test_newest_complete_checkpoint_orders_by_number_and_skips_broken_files(tmp_path):
+    from plugin.compat import newest_complete_checkpoint
+
+    for step in (2, 9, 10, 11):
+        torch.save({'step': step}, tmp_path / f'iter_{step}.pth')
+    torch.save({'step': 99}, tmp_path / 'best_coco_bbox_mAP_iter_99.pth')  # not numbered
+    _truncate(tmp_path / 'iter_11.pth')
+    (tmp_path / 'iter_12.pth').write_bytes(b'')  # killed right after open()
+    assert newest_complete_checkpoint(tmp_path) == str(tmp_path / 'iter_10.pth')
+    for step in (2, 9, 10, 11):
+        (tmp_path / f'iter_{step}.pth').unlink()
+    assert newest_complete_checkpoint(tmp_path) is None
