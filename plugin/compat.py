@@ -1,4 +1,5 @@
-"""What mmengine 0.10 / mmdet 3.3 need on today's torch: loading their own checkpoints.
+"""What mmengine 0.10 / mmdet 3.3 need on today's torch: loading their own checkpoints, and
+launching several processes on a machine without CUDA.
 
 Since torch 2.6, ``torch.load`` unpickles with ``weights_only=True`` unless told otherwise,
 and mmengine 0.10.7 never tells it otherwise. A checkpoint written by mmengine's ``Runner``
@@ -9,18 +10,31 @@ scalars), so ``--resume``, ``load_from`` and ``tools/test.py CONFIG CKPT`` all f
 :func:`allow_mmengine_checkpoints` adds exactly those objects to torch's weights-only
 allowlist. ``weights_only`` stays on, so a checkpoint that asks for any other global (the
 way a malicious pickle runs code) is still refused before anything runs.
+
+:func:`allow_cpu_launch` lets ``--launcher pytorch`` (torchrun) start processes without CUDA:
+mmengine 0.10.7 calls ``torch.cuda.set_device`` unconditionally before it joins the process
+group, defaults to the nccl backend, and pins ``MMDistributedDataParallel`` to a GPU index.
+
+:func:`resume_complete_checkpoints` makes ``--resume`` (without a path) survive a crash
+while a checkpoint was written: mmengine resumes from whatever ``last_checkpoint`` names,
+and fails on a truncated file or an empty pointer.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import pickle
 import re
+import zipfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ['allow_mmengine_checkpoints']
+__all__ = ['allow_cpu_launch', 'allow_mmengine_checkpoints', 'newest_complete_checkpoint',
+           'resume_complete_checkpoints']
 
 # HistoryBuffer.__getstate__ saves its class-level table of statistics methods. Pickle
 # protocol 2 (torch's default) writes a method such as ``HistoryBuffer.mean`` as
@@ -97,3 +111,129 @@ def allow_mmengine_checkpoints() -> None:
         return
     # torch keeps the allowlist as a set, so adding the same entries again changes nothing.
     add_safe_globals(entries)
+
+
+def _init_dist_pytorch_on_cpu(original: Callable[..., None]) -> Callable[..., None]:
+    """mmengine's ``_init_dist_pytorch``, minus the CUDA device, where there is none."""
+
+    @functools.wraps(original)
+    def init_dist_pytorch(backend: str, init_backend: str = 'torch', **kwargs: Any) -> None:
+        from mmengine.device import get_device
+
+        # Every other accelerator, and deepspeed's own init, keep mmengine's code path.
+        if get_device() != 'cpu' or init_backend != 'torch':
+            return original(backend, init_backend=init_backend, **kwargs)
+        if backend == 'nccl':  # mmengine's default; nccl needs CUDA
+            from mmengine.logging import print_log
+
+            print_log('plugin: no CUDA device, so the process group uses the gloo backend '
+                      '(env_cfg.dist_cfg asked for nccl)', logger='current')
+            backend = 'gloo'
+        torch.distributed.init_process_group(backend=backend, **kwargs)
+
+    init_dist_pytorch.plugin_cpu_launch = True
+    return init_dist_pytorch
+
+
+def _ddp_init_on_cpu(original: Callable[..., None]) -> Callable[..., None]:
+    """``MMDistributedDataParallel.__init__`` that drops ``device_ids`` for a CPU module
+    (mmengine's Runner passes ``[LOCAL_RANK]``, which torch refuses for CPU modules)."""
+
+    @functools.wraps(original)
+    def __init__(self: Any, module: torch.nn.Module, **kwargs: Any) -> None:
+        if kwargs.get('device_ids') is not None and all(
+                tensor.device.type == 'cpu'
+                for tensor in (*module.parameters(), *module.buffers())):
+            kwargs['device_ids'] = None
+        original(self, module, **kwargs)
+
+    __init__.plugin_cpu_launch = True
+    return __init__
+
+
+def allow_cpu_launch() -> None:
+    """Let mmengine's ``pytorch`` launcher (``torchrun ... --launcher pytorch``) run on CPU.
+
+    Without a CUDA device, joining the process group skips ``torch.cuda.set_device`` and
+    uses gloo when the config keeps mmengine's default nccl; the DDP wrapper of a CPU model
+    gets no device index. With CUDA (or another accelerator mmengine knows) nothing
+    changes. Idempotent; a no-op when mmengine is not installed.
+    """
+    try:
+        from mmengine.dist import utils as dist_utils
+        from mmengine.model import MMDistributedDataParallel
+    except ImportError:
+        return
+    if not getattr(dist_utils._init_dist_pytorch, 'plugin_cpu_launch', False):
+        # mmengine's init_dist looks the function up in its module at call time.
+        dist_utils._init_dist_pytorch = _init_dist_pytorch_on_cpu(dist_utils._init_dist_pytorch)
+    if not getattr(MMDistributedDataParallel.__init__, 'plugin_cpu_launch', False):
+        MMDistributedDataParallel.__init__ = _ddp_init_on_cpu(MMDistributedDataParallel.__init__)
+
+
+# The names mmengine's CheckpointHook gives by default ('iter_{}.pth', 'epoch_{}.pth').
+_NUMBERED_CHECKPOINT = re.compile(r'(?:iter|epoch)_(\d+)\.pth')
+
+
+def _is_complete(path: str | Path) -> bool:
+    """Whether a checkpoint file is whole. torch.save writes a zip archive whose directory
+    comes last, so a file cut short by a crash is no zip; testzip also checks every CRC."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def newest_complete_checkpoint(work_dir: str | Path) -> str | None:
+    """The highest-numbered ``iter_N.pth`` / ``epoch_N.pth`` in work_dir that is whole."""
+    numbered = [(int(match.group(1)), path) for path in Path(work_dir).glob('*.pth')
+                if (match := _NUMBERED_CHECKPOINT.fullmatch(path.name))]
+    for _, path in sorted(numbered, reverse=True):
+        if _is_complete(path):
+            return str(path)
+    return None
+
+
+def _find_complete_checkpoint(original: Callable[[str], str | None]
+                              ) -> Callable[[str], str | None]:
+    """mmengine's ``find_latest_checkpoint`` that never hands the Runner a broken file."""
+
+    @functools.wraps(original)
+    def find_latest_checkpoint(path: str) -> str | None:
+        named = original(path)
+        # Checkpoints on remote backends are mmengine's business.
+        if named and ('://' in named or _is_complete(named)):
+            return named
+        found = newest_complete_checkpoint(path)
+        if found is not None or named:
+            from mmengine.logging import print_log
+
+            problem = (f'names {named}, which is incomplete (cut short by a crash while it was '
+                       f'written?)' if named else 'is missing or empty')
+            action = (f'resuming from {found}, the newest complete checkpoint' if found
+                      else 'no complete checkpoint is left, so training starts afresh')
+            print_log(f'plugin: {Path(path) / "last_checkpoint"} {problem}; {action}',
+                      logger='current', level=logging.WARNING)
+        return found
+
+    find_latest_checkpoint.plugin_complete_checkpoints = True
+    return find_latest_checkpoint
+
+
+def resume_complete_checkpoints() -> None:
+    """Make the Runner's automatic resume (``--resume`` without a path) pick a whole file.
+
+    mmengine writes ``iter_N.pth`` and then the ``last_checkpoint`` pointer, neither
+    atomically. If the pointer names a complete checkpoint, that is the one; if it names a
+    truncated one, is empty or is missing, the newest complete ``iter_N.pth`` /
+    ``epoch_N.pth`` in the work dir is used instead, with a logged warning. Idempotent; a
+    no-op when mmengine is not installed.
+    """
+    try:
+        from mmengine.runner import runner
+    except ImportError:
+        return
+    if not getattr(runner.find_latest_checkpoint, 'plugin_complete_checkpoints', False):
+        # Runner.load_or_resume looks the function up in its module at call time.
+        runner.find_latest_checkpoint = _find_complete_checkpoint(runner.find_latest_checkpoint)

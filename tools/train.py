@@ -2,11 +2,19 @@
 
     python tools/train.py CONFIG [--work-dir DIR] [--amp] [--resume [CKPT]]
                           [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
+
+Several processes, on GPUs (nccl) or on CPU (gloo, chosen when there is no CUDA device):
+
+    torchrun --nproc_per_node 2 tools/train.py CONFIG --launcher pytorch
 """
 
 import _runtime  # noqa: F401  (first, before torch loads)
+from _errors import explaining_unknown_types
 import plugin  # noqa: F401  (registrations and the checkpoint-loading fix)
 from plugin.cli import run_train
+from plugin.compat import allow_cpu_launch, resume_complete_checkpoints
 
 if __name__ == '__main__':
-    raise SystemExit(run_train())
+    allow_cpu_launch()
+    resume_complete_checkpoints()  # --resume after a crash mid-save
+    raise SystemExit(explaining_unknown_types(run_train))

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from ..ops import (check_alpha, check_gamma, equalized_focal_gammas,
                    equalized_focal_loss, focal_loss_star, poly1_focal_loss, sigmoid_focal_loss,
                    softmax_focal_loss)
-from ..ops.fusion import REDUCTIONS, check_reduction
+from ..ops.fusion import REDUCTIONS, check_reduction, upcast
 
 __all__ = ['SigmoidFocalLoss', 'SoftmaxFocalLoss', 'FocalLossStar', 'PolyFocalLoss',
            'EqualizedFocalLoss']
@@ -65,6 +65,15 @@ class _MMDetLoss(nn.Module):
         raise NotImplementedError
 
 
+def _logits_of(probabilities: Tensor) -> Tensor:
+    """log(p / (1 - p)) in float32 or wider, finite (and with a finite gradient) at p = 0 and
+    p = 1: each log is floored at that of the smallest normal float (about -87 in float32;
+    mmdet's binary cross entropy floors it at -100)."""
+    p = upcast(probabilities)
+    tiny = torch.finfo(p.dtype).tiny
+    return torch.log(p.clamp(min=tiny)) - torch.log((1 - p).clamp(min=tiny))
+
+
 @MODELS.register_module()
 class SigmoidFocalLoss(_MMDetLoss):
     """Sigmoid focal loss; a drop-in for mmdet's ``FocalLoss`` (see
@@ -76,19 +85,32 @@ class SigmoidFocalLoss(_MMDetLoss):
         label_smoothing: eps in [0, 1); binary targets become t (1 - eps) + eps / 2.
         reduction: 'none', 'mean' or 'sum'. loss_weight: multiplier.
         use_sigmoid: must be True (accepted so that configs merged over ``FocalLoss`` work).
+        activated: as mmdet's ``FocalLoss``: the inputs are probabilities in [0, 1] (a head
+            that applies the sigmoid itself, e.g. TOOD), not logits.
     """
 
     def __init__(self, gamma: float = 2.0, alpha: float | Sequence[float] | None = 0.25,
                  label_smoothing: float = 0.0, reduction: str = 'mean',
-                 loss_weight: float = 1.0, use_sigmoid: bool = True) -> None:
+                 loss_weight: float = 1.0, use_sigmoid: bool = True,
+                 activated: bool = False) -> None:
         super().__init__(use_sigmoid, reduction, loss_weight)
         self.gamma = check_gamma(gamma)
         self.alpha = check_alpha(alpha)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f'label_smoothing={label_smoothing} is outside [0, 1)')
         self.label_smoothing = float(label_smoothing)
+        if not isinstance(activated, bool):
+            raise TypeError(f'activated={activated!r}; allowed: True (inputs are '
+                            f'probabilities) or False (logits)')
+        self.activated = activated
 
     def _loss(self, pred, target, weight, reduction, normalizer):
+        if self.activated:
+            if pred.numel() and not bool(((pred >= 0) & (pred <= 1)).all()):
+                raise ValueError('SigmoidFocalLoss(activated=True) takes probabilities in '
+                                 '[0, 1]; got values outside (use activated=False for logits)')
+            # The same loss of the same probabilities, through the one fused kernel.
+            pred = _logits_of(pred)
         return sigmoid_focal_loss(pred, target, self.alpha, self.gamma, reduction,
                                   weight=weight, label_smoothing=self.label_smoothing,
                                   normalizer=normalizer)

@@ -1,0 +1,101 @@
+"""Multi-process training: ``torchrun --nproc_per_node 2 tools/train.py CONFIG --launcher
+pytorch`` trains the quick-start model without the user naming a backend: gloo where there
+is no CUDA device (mmengine 0.10.7 alone fails there, see plugin.compat.allow_cpu_launch),
+nccl on GPUs.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from train_runs import (EFL_CONFIG, MINING_OPTIONS, QUICKSTART, check, generate_data,
+                        logged_steps, short_run_options, train)
+
+from plugin.compat import allow_mmengine_checkpoints
+
+MAX_ITERS = 3
+
+OHEM_OPTIONS = [*MINING_OPTIONS, 'model.train_cfg.sampler.mode=ohem',
+                'model.train_cfg.sampler.batch_size=64']
+
+
+@pytest.mark.parametrize(('efl', 'extra'), [
+    pytest.param(False, [], id='focal', marks=pytest.mark.slow),
+    pytest.param(True, MINING_OPTIONS, id='efl_hard_negative'),
+    pytest.param(False, OHEM_OPTIONS, id='ohem', marks=pytest.mark.slow),
+])
+def test_two_processes_train_the_quickstart_model(tmp_path, efl, extra):
+    config = QUICKSTART
+    if efl:
+        config = tmp_path / 'efl.py'
+        config.write_text(EFL_CONFIG)
+    data = generate_data(tmp_path / 'data')
+    work = tmp_path / 'work'
+    options = short_run_options(data, MAX_ITERS)
+    log = check(train([str(config), '--work-dir', str(work), *options, *extra], processes=2))
+
+    assert 'Distributed training: True' in log
+    if not torch.cuda.is_available():
+        assert 'uses the gloo backend' in log
+    steps = logged_steps(work)
+    assert sorted(steps) == list(range(1, MAX_ITERS + 1))
+    assert all(math.isfinite(step['loss']) for step in steps.values())
+    allow_mmengine_checkpoints()
+    state = torch.load(work / f'iter_{MAX_ITERS}.pth', map_location='cpu')['state_dict']
+    assert all(torch.isfinite(value).all() for value in state.values())
+    if efl:  # the statistics, summed over both processes, were kept
+        assert state['bbox_head.loss_cls.neg_grad'].gt(0).all()
+
+
+# ------------------------------------------------- the launcher fix alone, in this process
+@pytest.fixture
+def launcher(monkeypatch):
+    """mmengine's _init_dist_pytorch under allow_cpu_launch, with the original, torch's
+    init_process_group and torch.cuda.set_device recorded instead of run."""
+    from mmengine.dist import utils as dist_utils
+    from mmengine.model import MMDistributedDataParallel
+
+    from plugin.compat import allow_cpu_launch
+
+    # allow_cpu_launch also wraps the DDP wrapper: undone after the test.
+    monkeypatch.setattr(MMDistributedDataParallel, '__init__', MMDistributedDataParallel.__init__)
+    calls = []
+    monkeypatch.setattr(dist_utils, '_init_dist_pytorch',
+                        lambda backend, init_backend='torch', **kw: calls.append(
+                            ('mmengine', backend, kw)))
+    monkeypatch.setattr(torch.distributed, 'init_process_group',
+                        lambda backend, **kw: calls.append(('torch', backend, kw)))
+    allow_cpu_launch()
+    allow_cpu_launch()  # idempotent: wrapped once
+    return dist_utils._init_dist_pytorch, calls
+
+
+@pytest.mark.parametrize('device,asked,expected', [
+    ('cpu', 'nccl', ('torch', 'gloo')),  # mmengine's default, impossible without CUDA
+    ('cpu', 'gloo', ('torch', 'gloo')),
+    ('cpu', 'mpi', ('torch', 'mpi')),  # what the config names otherwise stays
+    ('cuda', 'nccl', ('mmengine', 'nccl')),  # GPUs: mmengine's own code, untouched
+    ('npu', 'hccl', ('mmengine', 'hccl')),
+])
+def test_process_group_backend_by_device(launcher, monkeypatch, device, asked, expected):
+    import mmengine.device
+
+    init_dist_pytorch, calls = launcher
+    monkeypatch.setattr(mmengine.device, 'get_device', lambda: device)
+    init_dist_pytorch(asked, timeout=5)
+    assert calls == [(*expected, {'timeout': 5})]
+
+
+def test_ddp_of_a_cpu_model_gets_no_device_index(monkeypatch):
+    from mmengine.model import MMDistributedDataParallel
+
+    from plugin.compat import allow_cpu_launch
+
+    seen = []
+    monkeypatch.setattr(MMDistributedDataParallel, '__init__',
+                        lambda self, module, **kw: seen.append(kw['device_ids']))
+    allow_cpu_launch()
+    MMDistributedDataParallel.__new__(MMDistributedDataParallel).__init__(
+        torch.nn.Linear(2, 2), device_ids=[1], broadcast_buffers=False)
+    assert seen == [None]
