@@ -21,7 +21,7 @@ NUM_CLASSES = 6
 SIZE = 64
 
 # The loss-ranked modes of HardNegativeSampler; a new mode joins every head test here.
-MINING_MODES = ('hard_negative', 'ohem')
+MINING_MODES = ('hard_negative', 'soft', 'ohem')
 SAMPLERS = {'pseudo': dict(type='PseudoSampler'),
             **{mode: dict(type='HardNegativeSampler', mode=mode) for mode in MINING_MODES}}
 
@@ -52,8 +52,13 @@ def _build(model_cfg: Config, sampler: str, loss_cls: dict | None = None, **samp
     return model
 
 
+def _total(losses: dict) -> torch.Tensor:
+    """Each loss may be a list (per level or image), as the stock heads return them."""
+    return sum(sum(value) if isinstance(value, list) else value for value in losses.values())
+
+
 def _assert_finite_step(losses: dict, params) -> torch.Tensor:
-    total = sum(losses.values())
+    total = _total(losses)
     total.backward()
     assert torch.isfinite(total), losses
     for name, param in params:
@@ -67,7 +72,7 @@ def test_bf16_autocast_training_steps_are_finite(model_cfg, sampler):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     batch = model.data_preprocessor(det_batch([3, 0], SIZE, NUM_CLASSES), training=True)
     with torch.no_grad():
-        float32 = sum(model.loss(batch['inputs'], batch['data_samples']).values())
+        float32 = _total(model.loss(batch['inputs'], batch['data_samples']))
     for _ in range(2):
         optimizer.zero_grad()
         with torch.autocast('cpu', dtype=torch.bfloat16):
@@ -133,12 +138,12 @@ def test_a_batch_without_any_box_is_normalized_by_at_least_one_per_image(model_c
     gts = [random_gt(0, NUM_CLASSES, SIZE), random_gt(0, NUM_CLASSES, SIZE)]
     losses = head.loss_by_feat(scores, deltas, gts, img_metas(2, SIZE))
     _assert_finite_step(losses, [('scores', s) for s in scores])
-    assert float(losses['loss_bbox']) == 0
+    assert float(sum(losses['loss_bbox'])) == 0
     # No positives: mmdet counts at least one per image, never ~0 (sum / eps would be ~1e7x).
     every_anchor = float(_negative_only_focal_sum(scores, NUM_CLASSES)) / 2
-    assert 0 < float(losses['loss_cls']) <= every_anchor * (1 + 1e-5)
+    assert 0 < float(sum(losses['loss_cls'])) <= every_anchor * (1 + 1e-5)
     if sampler == 'pseudo':  # every anchor is a negative, all of them count
-        assert float(losses['loss_cls']) == pytest.approx(every_anchor, rel=1e-5)
+        assert float(sum(losses['loss_cls'])) == pytest.approx(every_anchor, rel=1e-5)
 
 
 @pytest.mark.parametrize('sampler', SAMPLERS)
@@ -153,7 +158,7 @@ def test_every_anchor_ignored_gives_zero_losses_and_gradients(model_cfg, sampler
     losses = head.loss_by_feat(scores, deltas, gts, img_metas(2, SIZE),
                                batch_gt_instances_ignore=[everywhere, everywhere])
     _assert_finite_step(losses, [('scores', s) for s in scores] + [('deltas', d) for d in deltas])
-    assert float(losses['loss_cls']) == 0 and float(losses['loss_bbox']) == 0
+    assert float(sum(losses['loss_cls'])) == 0 and float(sum(losses['loss_bbox'])) == 0
     for tensor in scores + deltas:
         assert tensor.grad is None or not tensor.grad.any()
 
