@@ -31,7 +31,7 @@ def _budgets(positive, negative, ratio, min_negatives):
 
 
 @pytest.mark.parametrize('temperature', [0.05, 1.0, 7.0])
-@pytest.mark.parametrize('ratio,min_negatives', [(3, 0), (1.5, 8)])
+@pytest.mark.parametrize('ratio,min_negatives', [(3, 0), (1.5, 8), (1.0, 0)])  # 1.0: K = 1
 def test_batched_weights_equal_a_per_image_loop(temperature, ratio, min_negatives):
     losses, positive, negative = _problem(int(temperature * 100) + min_negatives)
     weights = soft_negative_weights(losses, positive, negative, neg_pos_ratio=ratio,
@@ -134,6 +134,15 @@ def test_bad_arguments_name_themselves(kwargs, match):
     losses, positive, negative = _problem(9)
     with pytest.raises(ValueError, match=match):
         soft_negative_weights(losses, positive, negative, **kwargs)
+
+
+@pytest.mark.parametrize('name', ['positive', 'negative'])
+def test_masks_of_the_wrong_kind_name_themselves(name):
+    losses, positive, negative = _problem(11)
+    masks = dict(positive=positive, negative=negative)
+    masks[name] = masks[name].float()
+    with pytest.raises(ValueError, match=f'{name} must be a bool tensor of shape'):
+        soft_negative_weights(losses, **masks)
 
 
 @pytest.mark.parametrize('kwargs,match', [
