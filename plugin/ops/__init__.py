@@ -1,10 +1,14 @@
 """Pure-PyTorch core: loss functions and example mining. Imports neither mmdet nor mmcv."""
 from .equalized_focal import equalized_focal_gammas, equalized_focal_loss
-from .focal import (check_alpha, check_gamma, focal_loss_star, poly1_focal_loss,
-                    sigmoid_focal_loss, softmax_focal_loss)
+from .fast import compile_enabled, kernel_report
+from .focal import focal_loss_star, poly1_focal_loss, sigmoid_focal_loss, softmax_focal_loss
 from .mining import RowGather, box_iou, greedy_nms_sorted, hard_negative_mask, ohem_mask
+from .params import (REDUCTIONS, EqualizedFocalParams, FocalStarParams, Poly1FocalParams,
+                     SigmoidFocalParams, SoftmaxFocalParams, check_alpha, check_reduction)
 
 __all__ = ['sigmoid_focal_loss', 'softmax_focal_loss', 'focal_loss_star', 'poly1_focal_loss',
            'equalized_focal_loss', 'equalized_focal_gammas',
-           'hard_negative_mask', 'ohem_mask', 'box_iou', 'greedy_nms_sorted', 'RowGather',
-           'check_alpha', 'check_gamma']
+           'SigmoidFocalParams', 'Poly1FocalParams', 'FocalStarParams', 'SoftmaxFocalParams',
+           'EqualizedFocalParams', 'REDUCTIONS', 'check_alpha', 'check_reduction',
+           'compile_enabled', 'kernel_report',
+           'hard_negative_mask', 'ohem_mask', 'box_iou', 'greedy_nms_sorted', 'RowGather']
