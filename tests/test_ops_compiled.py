@@ -1,10 +1,16 @@
 """The compiled kernels (the default path in training): numerics, dynamic shapes, fallback."""
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 import reference as ref
 from plugin.ops import fast, sigmoid_focal_loss, softmax_focal_loss
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_compiled_sigmoid_focal_matches_formula_without_recompiling(compiled):
@@ -53,6 +59,7 @@ def test_a_failing_kernel_falls_back_alone_with_one_warning(compiled, monkeypatc
     assert kernel.failure and 'no C++ compiler found' in kernel.failure
     (record,) = caplog.records
     assert 'no C++ compiler found' in record.message and 'PLUGIN_COMPILE=0' in record.message
+    assert str(tmp_path / 'cache') in record.message
     assert 'plugin-inductor-' in record.message  # the fresh directory it tried
     assert fast.compile_enabled()
     monkeypatch.setattr(torch, 'compile', real_compile)
@@ -180,3 +187,39 @@ def test_compiled_class_index_targets_with_per_entry_weights(compiled, reduction
     expected.sum().backward()
     torch.testing.assert_close(ours, expected, rtol=1e-6, atol=1e-12)
     torch.testing.assert_close(xf.grad, x64.grad, rtol=1e-6, atol=1e-12)
+
+
+TRUNCATION_SCRIPT = """
+import torch
+from plugin.ops.fast import CompiledKernel
+
+
+def shifted(x):
+    return x * 2 + 1
+
+
+kernel = CompiledKernel(shifted)
+print(kernel(torch.arange(4.0)).tolist(), kernel.failure, len(kernel.compile_seconds))
+"""
+
+
+def test_truncated_cache_entries_are_compiled_again_in_a_fresh_directory(compiled, tmp_path):
+    # A process killed while compiling can leave truncated .so files in the cache; the next
+    # process must compile the kernel again (once, in a fresh directory), not run eagerly.
+    cache = tmp_path / 'cache'
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(cache), PLUGIN_COMPILE='1',
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]))
+
+    def run():
+        out = subprocess.run([sys.executable, '-c', TRUNCATION_SCRIPT], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return out
+    assert run().stdout.split('\n')[0] == '[1.0, 3.0, 5.0, 7.0] None 1'
+    libraries = list(cache.rglob('*.so'))
+    assert libraries, 'the first run left compiled kernels in the cache'
+    for library in libraries:
+        library.write_bytes(library.read_bytes()[:64])
+    second = run()
+    assert second.stdout.split('\n')[0] == '[1.0, 3.0, 5.0, 7.0] None 1', second.stderr[-3000:]
+    assert 'compiled in a fresh one' in second.stderr and str(cache) in second.stderr

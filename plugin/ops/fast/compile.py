@@ -94,21 +94,28 @@ class CompiledKernel:
     def _retry(self, signature: tuple, err: Exception, logits: Tensor, args: tuple,
                kwargs: dict, eager_out: Any) -> Any:
         """Compile once more in a fresh cache directory; else run eagerly from now on."""
-        old_dir = os.environ.get('TORCHINDUCTOR_CACHE_DIR', '(torch default)')
-        os.environ['TORCHINDUCTOR_CACHE_DIR'] = tempfile.mkdtemp(prefix='plugin-inductor-')
-        self._compiled[signature] = _compile(self.fn)
+        cause = _cause(err)
+        cache_dir = os.environ.get('TORCHINDUCTOR_CACHE_DIR')
+        fresh_dir = tempfile.mkdtemp(prefix='plugin-inductor-')
+        os.environ['TORCHINDUCTOR_CACHE_DIR'] = fresh_dir  # for this compilation only
         try:
-            return self._timed(self._compiled[signature], logits, *args, **kwargs)
-        except Exception as retry_err:  # noqa: BLE001
-            self.failure = f'{type(retry_err).__name__}: {str(retry_err).splitlines()[0][:200]}'
+            self._compiled[signature] = _compile(self.fn)
+            out = self._timed(self._compiled[signature], logits, *args, **kwargs)
+        except Exception:  # noqa: BLE001
+            self.failure = cause
             logger.warning(
-                'plugin: compiling kernel %s failed (%s: %s), also in a fresh cache directory '
-                '(%s, after %s); it runs eagerly from now on, 15-20x slower. Fix: clear '
-                'or make writable the cache directory and check the C++ compiler; set '
-                'PLUGIN_COMPILE=0 to run eagerly without this warning.', self.name,
-                type(err).__name__, str(err).splitlines()[0][:200] if str(err) else '',
-                os.environ['TORCHINDUCTOR_CACHE_DIR'], old_dir)
+                'plugin: compiling kernel %s failed (%s), also in a fresh cache directory '
+                '(%s); it runs eagerly from now on, 15-20x slower. Fix: check the C++ '
+                'compiler and the cache directory (%s); set PLUGIN_COMPILE=0 to run eagerly '
+                'without this warning.', self.name, cause, fresh_dir, _describe(cache_dir))
             return eager_out
+        finally:
+            _restore_env('TORCHINDUCTOR_CACHE_DIR', cache_dir)
+        logger.warning(
+            'plugin: compiling kernel %s failed in the cache directory %s (%s); it compiled in '
+            'a fresh one (%s). Fix: delete the broken cache directory, or every new process '
+            'compiles this kernel again.', self.name, _describe(cache_dir), cause, fresh_dir)
+        return out
 
     def _signature(self, logits: Tensor, args: tuple, kwargs: dict) -> tuple:
         def kind(a: Any) -> Any:
@@ -125,6 +132,25 @@ class CompiledKernel:
                 for dim in range(min(tensor.dim(), len(leading))):
                     if tensor.shape[dim] == leading[dim]:
                         torch._dynamo.maybe_mark_dynamic(tensor, dim)
+
+
+def _cause(err: BaseException) -> str:
+    """The innermost exception, in one line (dynamo wraps the compiler's own error)."""
+    while (inner := getattr(err, 'inner_exception', None) or err.__cause__) is not None:
+        err = inner
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[0][:200] if lines else ''}"
+
+
+def _describe(cache_dir: str | None) -> str:
+    return cache_dir or "torch's default, /tmp/torchinductor_$USER"
+
+
+def _restore_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 def _compile(fn: Callable[..., Any]) -> Callable[..., Any]:
