@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 import reference as ref
-from plugin.ops import fast, sigmoid_focal_loss, softmax_focal_loss
+from plugin.ops import (equalized_focal_loss, fast, focal_loss_star, poly1_focal_loss,
+                        sigmoid_focal_loss, softmax_focal_loss)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -223,3 +224,52 @@ def test_truncated_cache_entries_are_compiled_again_in_a_fresh_directory(compile
     second = run()
     assert second.stdout.split('\n')[0] == '[1.0, 3.0, 5.0, 7.0] None 1', second.stderr[-3000:]
     assert 'compiled in a fresh one' in second.stderr and str(cache) in second.stderr
+
+
+FAMILY = {
+    'sigmoid': (lambda x, y, w: sigmoid_focal_loss(x, y, 0.25, 2.0, 'sum', weight=w),
+                lambda x, t: ref.sigmoid_focal(x, t, 0.25, 2.0)),
+    'poly1': (lambda x, y, w: poly1_focal_loss(x, y, 0.25, 2.0, 'sum', epsilon=1.0, weight=w),
+              lambda x, t: ref.poly1_focal(x, t, 0.25, 2.0, 1.0)),
+    'fl-star': (lambda x, y, w: focal_loss_star(x, y, 0.25, 2.0, 'sum', beta=1.0, weight=w),
+                lambda x, t: ref.focal_star(x, t, 2.0, 1.0, 0.25)),
+    'efl': (lambda x, y, w: equalized_focal_loss(x, y, GAMMAS, 2.0, 0.25, 'sum', weight=w),
+            lambda x, t: ref.equalized_focal(x, t, GAMMAS, 2.0, 0.25)),
+}
+GAMMAS = torch.linspace(2.0, 6.0, 5, dtype=torch.float64)
+
+
+@pytest.mark.parametrize('name', FAMILY)
+def test_compiled_family_matches_formula(compiled, name):
+    # One signature per loss (float64, class indices, per-row weight, sum): the compiled
+    # kernels against the float64 formula, value and gradient.
+    ours_fn, formula = FAMILY[name]
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(700, 5, dtype=torch.float64, generator=g) * 3
+    labels = torch.randint(0, 6, (700,), generator=g)
+    w = torch.rand(700, dtype=torch.float64, generator=g)
+    xf, x64 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours = ours_fn(xf, labels, w)
+    ours.backward()
+    expected = (formula(x64, ref.one_hot(labels, 5)) * w[:, None]).sum()
+    expected.backward()
+    torch.testing.assert_close(ours, expected, rtol=1e-6, atol=0)
+    torch.testing.assert_close(xf.grad, x64.grad, rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_compiled_half_precision_is_float32_exact_on_the_rounded_inputs(compiled, dtype):
+    # As the eager test in test_ops_focal.py, on the compiled kernels.
+    g = torch.Generator().manual_seed(2)
+    rounded = (torch.randn(400, 6, generator=g) * 4).to(dtype)
+    labels = torch.randint(0, 7, (400,), generator=g)
+    x64 = rounded.double().requires_grad_()
+    expected = ref.sigmoid_focal(x64, ref.one_hot(labels, 6))
+    expected.sum().backward()
+    xh = rounded.clone().requires_grad_()
+    ours = sigmoid_focal_loss(xh, labels, reduction='none')
+    ours.sum().backward()
+    torch.testing.assert_close(ours.double(), expected.detach(), rtol=1e-6, atol=0)
+    ulp = {torch.bfloat16: 2.0 ** -8, torch.float16: 2.0 ** -11}[dtype]
+    torch.testing.assert_close(xh.grad.double(), x64.grad, rtol=ulp,
+                               atol=float(torch.finfo(dtype).smallest_normal) * 2 ** -10)

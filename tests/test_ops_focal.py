@@ -321,3 +321,26 @@ def test_both_gradient_strategies_match_the_formula(caches, monkeypatch):
     t = ref.one_hot(labels, 3)
     torch.testing.assert_close(totals[0], torch.stack([(g.abs() * t).sum(0),
                                                        (g.abs() * (1 - t)).sum(0)]))
+
+
+HALF_ULP = {torch.bfloat16: 2.0 ** -8, torch.float16: 2.0 ** -11}
+
+
+@pytest.mark.usefixtures('path')
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_half_precision_is_float32_exact_on_the_rounded_inputs(dtype):
+    # float16/bfloat16 logits are computed in float32: each loss within 1e-6 of the float64
+    # formula on the same rounded logits (docs/cuda.md), the gradient within its own dtype's
+    # rounding (float16's smallest subnormal where it underflows).
+    x, labels = _inputs(num=400, scale=4.0)
+    rounded = x.detach().to(dtype)
+    x64 = rounded.double().requires_grad_()
+    expected = ref.sigmoid_focal(x64, ref.one_hot(labels, C))
+    expected.sum().backward()
+    xh = rounded.clone().requires_grad_()
+    ours = sigmoid_focal_loss(xh, labels, reduction='none')
+    ours.sum().backward()
+    assert ours.dtype == torch.float32 and xh.grad.dtype == dtype
+    torch.testing.assert_close(ours.double(), expected.detach(), rtol=1e-6, atol=0)
+    torch.testing.assert_close(xh.grad.double(), x64.grad, rtol=HALF_ULP[dtype],
+                               atol=float(torch.finfo(dtype).smallest_normal) * 2 ** -10)
