@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .compile import CompiledKernel, compile_enabled
+from .sigmoid import power
 from .reduction import chain_gradient, reduce_weighted, scaled
 from .targets import dense_targets, upcast
 
@@ -71,12 +72,12 @@ def softmax_focal_value(logits: Tensor, targets: Tensor, weight: Tensor | None, 
                         alpha: Tensor | None, gamma: float) -> Tensor:
     if log_p_y is not None:  # class-index targets: one term per row, read from log p_y
         alpha_y = 1.0 if alpha is None else alpha[targets]
-        loss = -alpha_y * (-torch.expm1(log_p_y)) ** gamma * log_p_y
+        loss = -alpha_y * power(-torch.expm1(log_p_y), gamma) * log_p_y
         return scaled(reduce_weighted(loss, weight, reduction), scale, reduction)
     x = upcast(logits)
     t = dense_targets(targets, x)
     log_p = x - lse.unsqueeze(-1)
-    loss = -t * (-torch.expm1(log_p)) ** gamma * log_p
+    loss = -t * power(-torch.expm1(log_p), gamma) * log_p
     if alpha is not None:
         loss = loss * alpha
     return scaled(reduce_weighted(loss.sum(-1), weight, reduction), scale, reduction)
@@ -105,7 +106,7 @@ def softmax_focal_grad(logits: Tensor, targets: Tensor, weight: Tensor | None, s
 def _focal_factor(log_p: Tensor, one_minus_p: Tensor, gamma: float) -> Tensor:
     if gamma == 0:
         return -torch.ones_like(log_p)
-    pow_m1 = one_minus_p ** (gamma - 1)
+    pow_m1 = power(one_minus_p, gamma - 1)
     if gamma < 1:  # infinite at p = 1, where its factor log p is 0
         pow_m1 = torch.where(one_minus_p > 0, pow_m1, 0.0)
     return gamma * pow_m1 * torch.exp(log_p) * log_p - pow_m1 * one_minus_p
