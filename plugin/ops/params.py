@@ -60,6 +60,8 @@ def _alpha_or_none(alpha: Alpha) -> Alpha:
 
 
 class _Params:
+    """No defaults here: the functions' signatures hold them, once."""
+
     def kwargs(self) -> dict[str, Any]:
         """The parameters as keyword arguments of the loss function."""
         return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
@@ -69,9 +71,9 @@ class _Params:
 class SigmoidFocalParams(_Params):
     """alpha: float in [0, 1], per-class values, None or negative (none); gamma >= 0;
     label_smoothing in [0, 1): binary targets become t (1 - eps) + eps / 2."""
-    alpha: Alpha = 0.25
-    gamma: float = 2.0
-    label_smoothing: float = 0.0
+    alpha: Alpha
+    gamma: float
+    label_smoothing: float
 
     def __post_init__(self) -> None:
         object.__setattr__(self, 'alpha', check_alpha(_alpha_or_none(self.alpha)))
@@ -86,9 +88,9 @@ class SigmoidFocalParams(_Params):
 class Poly1FocalParams(_Params):
     """alpha, gamma as :class:`SigmoidFocalParams`; epsilon: any float (Poly-1's weight of
     the leading polynomial term)."""
-    alpha: Alpha = 0.25
-    gamma: float = 2.0
-    epsilon: float = 1.0
+    alpha: Alpha
+    gamma: float
+    epsilon: float
 
     def __post_init__(self) -> None:
         object.__setattr__(self, 'alpha', check_alpha(self.alpha))
@@ -101,11 +103,11 @@ class Poly1FocalParams(_Params):
 
 @dataclass(frozen=True)
 class FocalStarParams(_Params):
-    """alpha as :class:`SigmoidFocalParams` (fvcore's default -1: none); gamma > 0; beta:
-    any float shift. fvcore's ``sigmoid_focal_loss_star`` has beta = 0."""
-    alpha: Alpha = -1.0
-    gamma: float = 1.0
-    beta: float = 0.0
+    """alpha as :class:`SigmoidFocalParams`; gamma > 0; beta: any float shift (fvcore's
+    ``sigmoid_focal_loss_star`` has none: beta = 0)."""
+    alpha: Alpha
+    gamma: float
+    beta: float
 
     def __post_init__(self) -> None:
         object.__setattr__(self, 'alpha', check_alpha(_alpha_or_none(self.alpha)))
@@ -117,8 +119,8 @@ class FocalStarParams(_Params):
 class SoftmaxFocalParams(_Params):
     """alpha: float (alpha for classes, 1 - alpha for background), C + 1 per-output values,
     or None; gamma >= 0."""
-    alpha: Alpha = 0.25
-    gamma: float = 2.0
+    alpha: Alpha
+    gamma: float
 
     def __post_init__(self) -> None:
         object.__setattr__(self, 'alpha', check_alpha(self.alpha))
@@ -127,16 +129,18 @@ class SoftmaxFocalParams(_Params):
 
 @dataclass(frozen=True)
 class EqualizedFocalParams(_Params):
-    """gamma_b > 0: base focusing; scale_factor >= 0: s in gamma_j = gamma_b + s (1 - g_j);
-    alpha as :class:`SigmoidFocalParams`."""
-    gamma_b: float = 2.0
-    scale_factor: float = 8.0
-    alpha: Alpha = 0.25
+    """gamma_b > 0: base focusing; alpha as :class:`SigmoidFocalParams`; scale_factor >= 0:
+    s in gamma_j = gamma_b + s (1 - g_j) (None where the caller computes gamma_j itself)."""
+    gamma_b: float
+    alpha: Alpha
+    scale_factor: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, 'gamma_b', _number(self.gamma_b, 'gamma_b', positive=True))
-        object.__setattr__(self, 'scale_factor', _number(self.scale_factor, 'scale_factor'))
         object.__setattr__(self, 'alpha', check_alpha(self.alpha))
+        if self.scale_factor is not None:
+            object.__setattr__(self, 'scale_factor',
+                               _number(self.scale_factor, 'scale_factor'))
 
 
 def check_normalizer(normalizer: float | Tensor | None, reduction: str) -> None:
