@@ -1,6 +1,7 @@
 """Pure-PyTorch core: loss functions and example mining. Imports neither mmdet nor mmcv."""
 from .equalized_focal import equalized_focal_gammas, equalized_focal_loss
 from .fast import compile_enabled, kernel_report
+from .fast.targets import upcast
 from .focal import focal_loss_star, poly1_focal_loss, sigmoid_focal_loss, softmax_focal_loss
 from .mining import RowGather, box_iou, greedy_nms_sorted, hard_negative_mask, ohem_mask
 from .params import (REDUCTIONS, EqualizedFocalParams, FocalStarParams, Poly1FocalParams,
@@ -10,5 +11,5 @@ __all__ = ['sigmoid_focal_loss', 'softmax_focal_loss', 'focal_loss_star', 'poly1
            'equalized_focal_loss', 'equalized_focal_gammas',
            'SigmoidFocalParams', 'Poly1FocalParams', 'FocalStarParams', 'SoftmaxFocalParams',
            'EqualizedFocalParams', 'REDUCTIONS', 'check_alpha', 'check_reduction',
-           'compile_enabled', 'kernel_report',
+           'compile_enabled', 'kernel_report', 'upcast',
            'hard_negative_mask', 'ohem_mask', 'box_iou', 'greedy_nms_sorted', 'RowGather']
