@@ -2,6 +2,7 @@
 import copy
 
 import pytest
+import reference as ref
 import torch
 from helpers import det_batch, mmdet_config
 from mmdet.models.losses import FocalLoss
@@ -68,10 +69,16 @@ def test_efl_buffers_accumulate_gradient_statistics(reduction):
         loss_fn(x, labels, avg_factor=10.0).backward()
     else:  # an elementwise loss recomputes the gradient in backward
         (loss_fn(x, labels, reduction_override='none') * 0.3).sum().backward()
-    t = torch.nn.functional.one_hot(labels, 6)[:, :5].float()
-    g = x.grad.abs()
-    torch.testing.assert_close(loss_fn.pos_grad, (g * t).sum(0))
-    torch.testing.assert_close(loss_fn.neg_grad, (g * (1 - t)).sum(0))
+    # The float64 formula's gradient (no statistics yet: every gamma_j = gamma_b = 2).
+    t = torch.nn.functional.one_hot(labels, 6)[:, :5].double()
+    x64 = x.detach().double().requires_grad_()
+    formula = ref.equalized_focal(x64, t, torch.full((5,), 2.0, dtype=torch.float64))
+    scale = 1 / (10.0 + torch.finfo(torch.float32).eps) if reduction == 'mean' else 0.3
+    (g,) = torch.autograd.grad(formula.sum() * scale, x64)
+    torch.testing.assert_close(loss_fn.pos_grad.double(), (g.abs() * t).sum(0), rtol=1e-5,
+                               atol=1e-9)
+    torch.testing.assert_close(loss_fn.neg_grad.double(), (g.abs() * (1 - t)).sum(0),
+                               rtol=1e-5, atol=1e-9)
     assert set(loss_fn.state_dict()) == {'pos_grad', 'neg_grad'}
     # after a step, rare classes (fewer positives) focus harder
     gammas = loss_fn.class_gammas()

@@ -72,9 +72,11 @@ def _sigmoid_cases(x, t, alpha, gamma):
     return {
         'sigmoid': (lambda x: sigmoid_focal_loss(x, t, alpha, gamma, 'sum'),
                     ref.sigmoid_focal(xd, dense, alpha, gamma)),
-        'poly1': (lambda x: poly1_focal_loss(x, t, alpha, gamma, 1.0, 'sum'),
+        'poly1': (lambda x: poly1_focal_loss(x, t, alpha=alpha, gamma=gamma, epsilon=1.0,
+                                                reduction='sum'),
                   ref.poly1_focal(xd, dense, alpha, gamma, 1.0)),
-        'fl_star': (lambda x: focal_loss_star(x, t, gamma + 0.5, 1.0, ref_alpha, 'sum'),
+        'fl_star': (lambda x: focal_loss_star(x, t, alpha=ref_alpha, gamma=gamma + 0.5,
+                                                 beta=1.0, reduction='sum'),
                     ref.focal_star(xd, dense, gamma + 0.5, 1.0, ref_alpha)),
         'efl': (lambda x: equalized_focal_loss(x, t, class_gammas, 2.0, ref_alpha, 'sum'),
                 ref.equalized_focal(xd, dense, class_gammas, 2.0, ref_alpha)),
@@ -146,8 +148,10 @@ def test_every_loss_is_finite_for_logits_up_to_1e4(problem, alpha, gamma):
     for inputs in (logits, big):
         for fn in (
             lambda x: sigmoid_focal_loss(x, targets, alpha, gamma, 'sum'),
-            lambda x: poly1_focal_loss(x, targets, alpha, gamma, -1.0, 'sum'),
-            lambda x: focal_loss_star(x, targets, gamma + 0.5, -1.0, alpha, 'sum'),
+            lambda x: poly1_focal_loss(x, targets, alpha=alpha, gamma=gamma, epsilon=-1.0,
+                                         reduction='sum'),
+            lambda x: focal_loss_star(x, targets, alpha=alpha, gamma=gamma + 0.5, beta=-1.0,
+                                        reduction='sum'),
             lambda x: equalized_focal_loss(x, targets, torch.full(x.shape[-1:], gamma + 2.0),
                                            2.0, alpha, 'sum'),
             lambda x: softmax_focal_loss(x, softmax_labels.clamp(max=x.shape[-1] - 1), alpha,
@@ -167,7 +171,7 @@ def test_float64_logits_give_float64_accurate_losses(loss):
     x = torch.tensor([[0.1541, -0.0293]], dtype=torch.float64)
     label = torch.tensor([1])
     if loss == 'fl_star':
-        value = focal_loss_star(x, label, 2.5, 1.0, 0.3, 'sum')
+        value = focal_loss_star(x, label, alpha=0.3, gamma=2.5, beta=1.0, reduction='sum')
         expected = ref.focal_star(x, ref.one_hot(label, 2), 2.5, 1.0, 0.3).sum()
     else:
         value = softmax_focal_loss(x, label, 0.3, 0.0, 'sum')

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from plugin.bench.measure import measure, measure_all, print_table  # noqa: E402
-from plugin.ops import (equalized_focal_loss, focal_loss_star, fusion,  # noqa: E402
+from _bench import compile_summary, measure, measure_all, print_table  # noqa: E402
+from plugin.ops import (equalized_focal_loss, focal_loss_star,  # noqa: E402
                         hard_negative_mask, ohem_mask, poly1_focal_loss, sigmoid_focal_loss,
                         softmax_focal_loss)
 
@@ -130,7 +130,7 @@ def time_variants(device: torch.device, images: int, anchors: int, classes: int,
 
     results = measure_all({
         'sigmoid focal': step(sigmoid_focal_loss),
-        'FL*': step(focal_loss_star),
+        'FL*': step(partial(focal_loss_star, alpha=0.25, gamma=2.0, beta=1.0)),
         'Poly-1': step(poly1_focal_loss),
         'EFL': step(partial(equalized_focal_loss, class_gamma=class_gamma,
                             on_gradient_totals=lambda totals: None)),
@@ -201,8 +201,7 @@ def main() -> None:
                      args.repeats)
     if device.type == 'cuda':
         profile_plugin(device, args.images[-1], args.anchors, args.classes)
-    print('\nfirst-call seconds per kernel (compilation included): ' + ', '.join(
-        f'{k} {v:.1f}' for k, v in fusion.first_compile_seconds().items()))
+    print(f'\nkernels: {compile_summary()}')
 
 
 if __name__ == '__main__':

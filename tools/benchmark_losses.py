@@ -13,8 +13,7 @@ from mmdet.models.losses import FocalLoss
 from mmdet.registry import MODELS
 
 import plugin  # noqa: F401
-from plugin.bench.measure import ensure_malloc_returns_memory, measure_all, print_table
-from plugin.ops import fusion
+from _bench import compile_summary, ensure_malloc_returns_memory, measure_all, print_table
 
 
 def main() -> None:
@@ -48,15 +47,12 @@ def main() -> None:
         'mmdet FocalLoss (CPU path)': step(FocalLoss()),
         'plugin SigmoidFocalLoss': step(plugin_focal),
     }, args.repeats)
-    compiled = fusion.first_compile_seconds()
     print_table(f'Sigmoid focal loss, forward + backward, {args.images} x {args.anchors} anchors '
                 f'x {classes} classes, {torch.get_num_threads()} threads', results,
                 baseline='mmdet FocalLoss (CPU path)', extra={
                     'plugin vs floor (time)': f'{results[2].seconds / results[0].seconds:.2f}x '
                                               'the floor',
-                    'compiled kernels': 'yes' if compiled else 'no (eager)',
-                    'first-call compile seconds': ', '.join(
-                        f'{k} {v:.1f}' for k, v in compiled.items()) or '-'})
+                    'kernels': compile_summary()})
 
     softmax_logits = torch.cat([logits, torch.zeros(rows, 1)], 1)
     variants = measure_all({

@@ -25,7 +25,7 @@ from mmengine.config import Config
 from mmengine.structures import InstanceData
 
 import plugin  # noqa: F401
-from plugin.bench.measure import ensure_malloc_returns_memory, measure_all, print_table
+from _bench import ensure_malloc_returns_memory, measure_all, print_table
 
 
 HARD = dict(type='HardNegativeSampler', neg_pos_ratio=3)

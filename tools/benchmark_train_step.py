@@ -19,7 +19,7 @@ from mmengine.registry import init_default_scope
 from mmengine.structures import InstanceData
 
 import plugin  # noqa: F401
-from plugin.ops import fusion
+from _bench import compile_summary
 
 CONFIG = Path(__file__).resolve().parents[1] / 'configs/quickstart/retinanet_r18_quickstart.py'
 LOSSES = {
@@ -90,7 +90,7 @@ def main() -> None:
         print(f'| {name} | {medians[name]:.3f} | {first[name]:.1f} |')
     ratio = medians['plugin SigmoidFocalLoss'] / medians['mmdet FocalLoss']
     print(f'\nplugin / mmdet step time: {ratio:.2f} (<= 1.0 means no slower)')
-    print(f"compiled kernels: {'yes' if fusion.first_compile_seconds() else 'no (eager)'}")
+    print(f'kernels: {compile_summary()}')
 
 
 if __name__ == '__main__':

@@ -13,10 +13,10 @@ import torch
 from mmdet.registry import MODELS
 from torch import Tensor, nn
 
-from ..ops import (check_alpha, check_gamma, equalized_focal_gammas,
-                   equalized_focal_loss, focal_loss_star, poly1_focal_loss, sigmoid_focal_loss,
-                   softmax_focal_loss)
-from ..ops.fusion import REDUCTIONS, check_reduction, upcast
+from ..ops import (REDUCTIONS, EqualizedFocalParams, FocalStarParams, Poly1FocalParams,
+                   SigmoidFocalParams, SoftmaxFocalParams, check_alpha, check_reduction,
+                   equalized_focal_gammas, equalized_focal_loss, focal_loss_star,
+                   poly1_focal_loss, sigmoid_focal_loss, softmax_focal_loss, upcast)
 
 __all__ = ['SigmoidFocalLoss', 'SoftmaxFocalLoss', 'FocalLossStar', 'PolyFocalLoss',
            'EqualizedFocalLoss']
@@ -94,11 +94,8 @@ class SigmoidFocalLoss(_MMDetLoss):
                  loss_weight: float = 1.0, use_sigmoid: bool = True,
                  activated: bool = False) -> None:
         super().__init__(use_sigmoid, reduction, loss_weight)
-        self.gamma = check_gamma(gamma)
-        self.alpha = check_alpha(alpha)
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f'label_smoothing={label_smoothing} is outside [0, 1)')
-        self.label_smoothing = float(label_smoothing)
+        self.params = SigmoidFocalParams(alpha=alpha, gamma=gamma,
+                                         label_smoothing=label_smoothing)
         if not isinstance(activated, bool):
             raise TypeError(f'activated={activated!r}; allowed: True (inputs are '
                             f'probabilities) or False (logits)')
@@ -111,9 +108,8 @@ class SigmoidFocalLoss(_MMDetLoss):
                                  '[0, 1]; got values outside (use activated=False for logits)')
             # The same loss of the same probabilities, through the one fused kernel.
             pred = _logits_of(pred)
-        return sigmoid_focal_loss(pred, target, self.alpha, self.gamma, reduction,
-                                  weight=weight, label_smoothing=self.label_smoothing,
-                                  normalizer=normalizer)
+        return sigmoid_focal_loss(pred, target, reduction=reduction, weight=weight,
+                                  normalizer=normalizer, **self.params.kwargs())
 
 
 @MODELS.register_module()
@@ -134,12 +130,11 @@ class SoftmaxFocalLoss(_MMDetLoss):
                  reduction: str = 'mean', loss_weight: float = 1.0,
                  use_sigmoid: bool = False) -> None:
         super().__init__(use_sigmoid, reduction, loss_weight)
-        self.gamma = check_gamma(gamma)
-        self.alpha = check_alpha(alpha)
+        self.params = SoftmaxFocalParams(alpha=alpha, gamma=gamma)
 
     def _loss(self, pred, target, weight, reduction, normalizer):
-        return softmax_focal_loss(pred, target, self.alpha, self.gamma, reduction,
-                                  weight=weight, normalizer=normalizer)
+        return softmax_focal_loss(pred, target, reduction=reduction, weight=weight,
+                                  normalizer=normalizer, **self.params.kwargs())
 
 
 @MODELS.register_module()
@@ -154,13 +149,11 @@ class FocalLossStar(_MMDetLoss):
                  alpha: float | Sequence[float] | None = 0.25, reduction: str = 'mean',
                  loss_weight: float = 1.0, use_sigmoid: bool = True) -> None:
         super().__init__(use_sigmoid, reduction, loss_weight)
-        self.gamma = check_gamma(gamma, strictly_positive=True)
-        self.beta = float(beta)
-        self.alpha = check_alpha(alpha)
+        self.params = FocalStarParams(alpha=alpha, gamma=gamma, beta=beta)
 
     def _loss(self, pred, target, weight, reduction, normalizer):
-        return focal_loss_star(pred, target, self.gamma, self.beta, self.alpha, reduction,
-                               weight=weight, normalizer=normalizer)
+        return focal_loss_star(pred, target, reduction=reduction, weight=weight,
+                               normalizer=normalizer, **self.params.kwargs())
 
 
 @MODELS.register_module()
@@ -175,13 +168,11 @@ class PolyFocalLoss(_MMDetLoss):
                  epsilon: float = 1.0, reduction: str = 'mean', loss_weight: float = 1.0,
                  use_sigmoid: bool = True) -> None:
         super().__init__(use_sigmoid, reduction, loss_weight)
-        self.gamma = check_gamma(gamma)
-        self.alpha = check_alpha(alpha)
-        self.epsilon = float(epsilon)
+        self.params = Poly1FocalParams(alpha=alpha, gamma=gamma, epsilon=epsilon)
 
     def _loss(self, pred, target, weight, reduction, normalizer):
-        return poly1_focal_loss(pred, target, self.alpha, self.gamma, self.epsilon, reduction,
-                                weight=weight, normalizer=normalizer)
+        return poly1_focal_loss(pred, target, reduction=reduction, weight=weight,
+                                normalizer=normalizer, **self.params.kwargs())
 
 
 @MODELS.register_module()
@@ -205,16 +196,15 @@ class EqualizedFocalLoss(_MMDetLoss):
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f'num_classes={num_classes!r}; allowed: an int >= 1')
         self.num_classes = num_classes
-        self.gamma_b = check_gamma(gamma_b, 'gamma_b', strictly_positive=True)
-        self.scale_factor = check_gamma(scale_factor, 'scale_factor')
-        self.alpha = check_alpha(alpha, num_classes)
+        self.params = EqualizedFocalParams(gamma_b=gamma_b, scale_factor=scale_factor,
+                                           alpha=check_alpha(alpha, num_classes))
         self.register_buffer('pos_grad', torch.zeros(num_classes))
         self.register_buffer('neg_grad', torch.zeros(num_classes))
 
     def class_gammas(self) -> Tensor:
         """Current per-class focusing parameters gamma_j, shape (C,)."""
-        return equalized_focal_gammas(self.pos_grad, self.neg_grad, self.gamma_b,
-                                      self.scale_factor)
+        return equalized_focal_gammas(self.pos_grad, self.neg_grad, self.params.gamma_b,
+                                      self.params.scale_factor)
 
     def _loss(self, pred, target, weight, reduction, normalizer):
         if pred.shape[-1] != self.num_classes:
@@ -223,8 +213,9 @@ class EqualizedFocalLoss(_MMDetLoss):
             raise ValueError(f'EqualizedFocalLoss(num_classes={self.num_classes}) got logits '
                              f'with {pred.shape[-1]} outputs; set num_classes to match the '
                              f'head{hint}')
-        return equalized_focal_loss(pred, target, self.class_gammas(), self.gamma_b, self.alpha,
-                                    reduction, weight=weight, normalizer=normalizer,
+        return equalized_focal_loss(pred, target, self.class_gammas(),
+                                    gamma_b=self.params.gamma_b, alpha=self.params.alpha,
+                                    reduction=reduction, weight=weight, normalizer=normalizer,
                                     on_gradient_totals=self._accumulate if self.training else None)
 
     @torch.no_grad()

@@ -1,12 +1,18 @@
 """Pure-PyTorch core: loss functions and example mining. Imports neither mmdet nor mmcv."""
 from .equalized_focal import equalized_focal_gammas, equalized_focal_loss
-from .focal import (check_alpha, check_gamma, focal_loss_star, poly1_focal_loss,
-                    sigmoid_focal_loss, softmax_focal_loss)
+from .fast import compile_enabled, kernel_report
+from .fast.targets import upcast
+from .focal import focal_loss_star, poly1_focal_loss, sigmoid_focal_loss, softmax_focal_loss
 from .mining import (box_iou, greedy_nms_sorted, hard_negative_mask, ohem_mask,
                      soft_negative_weights)
+from .params import (REDUCTIONS, EqualizedFocalParams, FocalStarParams, Poly1FocalParams,
+                     SigmoidFocalParams, SoftmaxFocalParams, check_alpha, check_reduction)
 from .row_gather import RowGather
 
 __all__ = ['sigmoid_focal_loss', 'softmax_focal_loss', 'focal_loss_star', 'poly1_focal_loss',
            'equalized_focal_loss', 'equalized_focal_gammas',
+           'SigmoidFocalParams', 'Poly1FocalParams', 'FocalStarParams', 'SoftmaxFocalParams',
+           'EqualizedFocalParams', 'REDUCTIONS', 'check_alpha', 'check_reduction',
+           'compile_enabled', 'kernel_report', 'upcast',
            'hard_negative_mask', 'soft_negative_weights', 'ohem_mask', 'box_iou',
-           'greedy_nms_sorted', 'RowGather', 'check_alpha', 'check_gamma']
+           'greedy_nms_sorted', 'RowGather']

@@ -12,8 +12,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .focal import Alpha, check_gamma, generalized_sigmoid_focal_loss, sigmoid_focal_kernels
-from .fusion import at_columns, compute_dtype, dense_targets, label_columns, upcast
+from . import fast
+from .fast.targets import compute_dtype
+from .focal import _checked_call, _float_inputs, alpha_t, binary_terms, reduce_loss
+from .params import Alpha, EqualizedFocalParams
 
 __all__ = ['equalized_focal_gammas', 'equalized_focal_loss']
 
@@ -35,41 +37,6 @@ def equalized_focal_gammas(pos_grad: Tensor, neg_grad: Tensor, gamma_b: float,
     return gamma_b + scale_factor * (1 - ratio)
 
 
-_ROW_BLOCKS = 64
-
-
-def _column_sums(values: Tensor) -> Tensor:
-    """(N, C) -> (C,) sums over rows, taken in row blocks first: a compiled loop then runs in
-    parallel over the blocks, not over a few strips of 16 columns (3x faster here)."""
-    head = values.shape[0] // _ROW_BLOCKS * _ROW_BLOCKS
-    blocks = values[:head].reshape(_ROW_BLOCKS, -1, values.shape[-1]).sum(1)
-    return blocks.sum(0) + values[head:].sum(0)
-
-
-def _class_gradient_parts(grad: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-class sums of |grad| (C,), and what the positives add: per class (C,) for float
-    targets; for class-index targets, |grad| at each row's label (N,), 0 for background."""
-    g = upcast(grad).abs()
-    total = _column_sums(g)
-    if targets.dtype.is_floating_point:
-        return total, _column_sums(g * dense_targets(targets, g))
-    columns, positive = label_columns(targets, g.shape[-1])
-    return total, torch.where(positive, at_columns(g, columns), 0.0)
-
-
-def _class_gradient_totals(parts: tuple[Tensor, Tensor], targets: Tensor) -> Tensor:
-    """(2, C): per-class sums of |grad| over positive and over negative entries."""
-    total, positive = parts
-    if not targets.dtype.is_floating_point:
-        columns, _ = label_columns(targets, total.shape[0])
-        positive = total.new_zeros(total.shape).index_add_(0, columns, positive)
-    return torch.stack([positive, total - positive])
-
-
-EQUALIZED_FOCAL = sigmoid_focal_kernels(statistics=_class_gradient_parts,
-                                        summarize=_class_gradient_totals)
-
-
 def equalized_focal_loss(inputs: Tensor, targets: Tensor, class_gamma: Tensor,
                          gamma_b: float = 2.0, alpha: Alpha = 0.25, reduction: str = 'none',
                          *, weight: Tensor | None = None,
@@ -84,16 +51,31 @@ def equalized_focal_loss(inputs: Tensor, targets: Tensor, class_gamma: Tensor,
         gamma_b: base focusing parameter (> 0) that normalizes the per-class weight.
         alpha, reduction, weight, normalizer: as :func:`plugin.ops.sigmoid_focal_loss`.
         on_gradient_totals: called during backward with a (2, C) tensor, the per-class sums
-            of |dL/dx| over positive and negative entries (what EFL accumulates); computed
-            in the same pass as the loss, at no extra read of the logits.
+            of |dL/dx| over positive and negative entries (what EFL accumulates).
     """
-    gamma_b = check_gamma(gamma_b, 'gamma_b', strictly_positive=True)
+    params = EqualizedFocalParams(gamma_b=gamma_b, alpha=alpha)
     if class_gamma.shape != inputs.shape[-1:]:
         raise ValueError(f'class_gamma must have shape ({inputs.shape[-1]},) for logits '
                          f'{tuple(inputs.shape)}, got {tuple(class_gamma.shape)}')
-    class_gamma = class_gamma.detach().to(device=inputs.device, dtype=compute_dtype(inputs))
-    return generalized_sigmoid_focal_loss(inputs, targets, alpha, class_gamma, 0.0, reduction,
-                                          weight, class_gamma / gamma_b, 0.0,
-                                          kernels=EQUALIZED_FOCAL,
-                                          on_backward=on_gradient_totals,
-                                          normalizer=normalizer)
+    alpha = _checked_call(inputs, targets, weight, reduction, normalizer, params.alpha)
+    gammas = class_gamma.detach().to(device=inputs.device, dtype=compute_dtype(inputs))
+    if fast.applies(inputs):
+        return fast.EQUALIZED_FOCAL(inputs, targets, reduction=reduction, weight=weight,
+                                    normalizer=normalizer, on_backward=on_gradient_totals,
+                                    alpha=alpha, gamma=gammas, epsilon=0.0,
+                                    class_weight=gammas / params.gamma_b, label_smoothing=0.0)
+    x, t = _float_inputs(inputs, targets)
+    if on_gradient_totals is not None and x.requires_grad:
+        x = x.view_as(x)  # a tensor of this call's own, to hook its gradient
+        x.register_hook(lambda grad: on_gradient_totals(gradient_totals(grad, t)))
+    ce, q = binary_terms(x, t)
+    loss = alpha_t(t, alpha) * (gammas / params.gamma_b) * q ** gammas * ce
+    return reduce_loss(loss, weight, reduction, normalizer)
+
+
+def gradient_totals(grad: Tensor, t: Tensor) -> Tensor:
+    """(2, C): per-class sums of |grad| over positive entries (weighted by t) and over
+    negative ones (by 1 - t)."""
+    g = grad.abs().reshape(-1, grad.shape[-1])
+    positive = (g * t.reshape(g.shape)).sum(0)
+    return torch.stack([positive, g.sum(0) - positive])

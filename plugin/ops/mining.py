@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-from .fusion import FusedKernel
+from .fast import CompiledKernel
 
 __all__ = ['hard_negative_mask', 'soft_negative_weights', 'ohem_mask', 'box_iou',
            'greedy_nms_sorted']
@@ -47,7 +47,7 @@ def _negatives_by_loss(losses: Tensor, positive: Tensor, negative: Tensor
     return scores, positive.sum(1), negative.sum(1)
 
 
-_NEGATIVES_BY_LOSS = FusedKernel(_negatives_by_loss, class_dim_static=False)
+_NEGATIVES_BY_LOSS = CompiledKernel(_negatives_by_loss, static_trailing_dims=0)
 
 
 def _negative_budget(num_pos: Tensor, num_neg: Tensor, neg_pos_ratio: float,

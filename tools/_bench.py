@@ -1,4 +1,5 @@
-"""Time and peak extra memory of a callable, on CPU (RSS high-water mark) or CUDA.
+"""Measuring helpers of the benchmark tools: time and peak extra memory of a callable, on CPU
+(RSS high-water mark) or CUDA, and the tables they print.
 
 CPU peak memory reads the process's RSS high-water mark after resetting it through
 ``/proc/self/clear_refs``; glibc must return freed blocks to the system for that to mean
@@ -12,8 +13,8 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -114,3 +115,14 @@ def print_table(title: str, rows: list[Measurement], baseline: str,
     for key, value in (extra or {}).items():
         print(f'\n{key}: {value}')
     sys.stdout.flush()
+
+
+def compile_summary() -> str:
+    """Per kernel: the seconds its first compiled call took, or why it ran eagerly."""
+    from plugin.ops import compile_enabled, kernel_report
+    if not compile_enabled():
+        return 'eager (PLUGIN_COMPILE=0)'
+    parts = [f"{name} eager ({state['failure']})" if state['failure'] else
+             f"{name} compiled ({', '.join(f'{s:.1f}' for s in state['compile_seconds'])} s)"
+             for name, state in sorted(kernel_report().items())]
+    return '; '.join(parts) or 'none ran'
