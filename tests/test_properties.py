@@ -7,6 +7,8 @@ never chosen, the hardest negatives first, NMS respected, positives always kept.
 """
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -245,25 +247,35 @@ def test_ohem_budget_nms_and_ignored(problem, batch_size, nms_thr, ratio, min_ne
 
 
 @pytest.fixture(scope='module')
-def sampler_and_loss():
-    from mmdet.registry import MODELS, TASK_UTILS
+def build_sampler():
+    from mmdet.registry import TASK_UTILS
 
     import plugin  # noqa: F401
-    return (lambda **kw: TASK_UTILS.build(dict(type='HardNegativeSampler', **kw)),
-            MODELS.build(dict(type='SigmoidFocalLoss', gamma=0.0, alpha=None)))
+    return lambda **kw: TASK_UTILS.build(dict(type='HardNegativeSampler', **kw))
 
 
 @MINING_PROPERTY
-@given(problem=mining_problems(), ratio=ratios, num_classes=st.integers(1, 5))
-def test_hard_negative_sampler_keeps_every_positive(sampler_and_loss, problem, ratio,
-                                                    num_classes):
-    build, loss_cls = sampler_and_loss
+@given(problem=mining_problems(), ratio=ratios, num_classes=st.integers(1, 5),
+       temperature=st.sampled_from([None, 0.0, 0.2, 1.0, 10.0]),
+       min_negatives=st.integers(0, 8))
+def test_hard_and_soft_sampler_keep_positives_and_spend_the_budget(
+        build_sampler, problem, ratio, num_classes, temperature, min_negatives):
     losses, positive, candidate, boxes = problem
     g = torch.Generator().manual_seed(0)
-    scores = torch.randn(*losses.shape, num_classes, generator=g)
     labels = torch.randint(0, num_classes, losses.shape, generator=g).masked_fill(~positive,
                                                                                  num_classes)
-    selected = build(neg_pos_ratio=ratio).select(scores, labels, candidate.float(), boxes,
-                                                 loss_cls, num_classes)
-    assert (selected | ~positive).all()  # every positive
-    assert not (selected & ~candidate).any()  # no ignored anchor
+    mode = dict(mode='hard_negative') if temperature is None else dict(
+        mode='soft', temperature=temperature)
+    weights = build_sampler(neg_pos_ratio=ratio, min_neg_per_image=min_negatives,
+                            **mode).select(losses, labels, candidate.float(), boxes,
+                                           num_classes)
+    kept = positive & candidate
+    assert (weights[kept] == 1).all()  # every positive, at full weight
+    assert not weights[~candidate].any()  # no ignored anchor
+    assert ((weights >= 0) & (weights <= 1)).all()
+    negative = candidate & ~kept
+    for row in range(losses.shape[0]):
+        budget = min(max(math.floor(ratio * int(kept[row].sum())), min_negatives),
+                     int(negative[row].sum()))
+        spent = float(weights[row][negative[row]].sum())
+        assert spent == pytest.approx(budget, rel=1e-4, abs=1e-4)
