@@ -26,8 +26,7 @@ MINING_PROPERTY = settings(PROPERTY, max_examples=100)
 
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
 # Each gradient is rounded to the input dtype at the end (half inputs are computed in
-# float32). float64 is held to 1e-6, not ~1e-12: plugin.ops keeps alpha in float32 (see the
-# xfail test below).
+# float32). float64 is held to 1e-6 here; the float64 test below holds a loss to 1e-12.
 GRAD_RTOL = {torch.float64: 1e-6, torch.float32: 1e-5, torch.bfloat16: 1e-2,
              torch.float16: 2e-3}
 LABEL_PATTERNS = ['background', 'positives', 'mixed', 'soft']
@@ -165,9 +164,6 @@ def test_every_loss_is_finite_for_logits_up_to_1e4(problem, alpha, gamma):
             assert torch.isfinite(value) and torch.isfinite(grad).all()
 
 
-@pytest.mark.xfail(strict=True, reason='plugin.ops builds alpha tensors in the default dtype '
-                   '(float32): float64 losses use alpha rounded to float32 (FL*: alpha_t / gamma '
-                   'of a class mask; softmax: softmax_alpha)')
 @pytest.mark.parametrize('loss', ['fl_star', 'softmax'])
 def test_float64_logits_give_float64_accurate_losses(loss):
     x = torch.tensor([[0.1541, -0.0293]], dtype=torch.float64)

@@ -198,9 +198,11 @@ def _checked_call(inputs: Tensor, targets: Tensor, weight: Tensor | None, reduct
 def _softmax_alpha(alpha: Alpha, inputs: Tensor) -> Tensor | None:
     """Per-output alpha (C + 1,): a float is alpha for classes, 1 - alpha for background."""
     checked = check_alpha(alpha, inputs.shape[-1])
+    # float64 logits keep alpha in float64; every other dtype computes in float32
+    dtype = torch.float64 if inputs.dtype == torch.float64 else torch.float32
     if isinstance(checked, float):
-        checked = torch.full((inputs.shape[-1],), checked)
-        checked[-1] = 1.0 - checked[0]
+        checked = torch.full((inputs.shape[-1],), checked, dtype=dtype)
+        checked[-1] = 1.0 - float(alpha)
     return None if checked is None else checked.to(inputs.device)
 
 
