@@ -8,15 +8,18 @@ One training route: these run the ``tools/train.py`` / ``tools/test.py`` that sh
 - a missing dataset ends in one line naming ``tools/generate_data.py``
   (:class:`plugin.data.datasets.MissingDataError`);
 - checkpoints that mmengine saves load under torch's ``weights_only`` default
-  (:func:`plugin.compat.allow_mmengine_checkpoints`).
+  (:func:`plugin.compat.allow_mmengine_checkpoints`);
+- ``tools/test.py`` loads its checkpoint strictly: one from another model is a one-line
+  error naming the first mismatch, not an evaluation of partly random weights.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import runpy
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from plugin.compat import allow_mmengine_checkpoints
@@ -44,14 +47,49 @@ def _run(name: str, argv: Sequence[str] | None,
     try:
         args = script['parse_args']()
         check(args)
-        try:
+        strict = name == 'test' and not args.tta  # TTA wraps the model: keys differ
+        with _strict_checkpoint_loading(strict):
             script['main']()
-        except MissingDataError as err:
-            print(f'error: {err}', file=sys.stderr)
-            return 2
+    except MissingDataError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    except _CheckpointMismatch as err:
+        print(f'error: checkpoint {args.checkpoint!r} does not fit the model of {args.config!r}'
+              f' (trained with another config?): {err}', file=sys.stderr)
+        return 2
     finally:
         sys.argv = saved
     return 0
+
+
+class _CheckpointMismatch(Exception):
+    """A checkpoint's weights do not fit the model (names or shapes)."""
+
+
+@contextlib.contextmanager
+def _strict_checkpoint_loading(strict: bool) -> Iterator[None]:
+    """tools/test.py evaluates the checkpoint it is given: mmengine loads non-strictly, so one
+    from another model would only log a size mismatch and evaluate partly random weights."""
+    if not strict:
+        yield
+        return
+    from mmengine.runner import Runner
+    load = Runner.load_checkpoint
+
+    def load_strictly(self, filename, *args, **kwargs):
+        kwargs['strict'] = True
+        try:
+            return load(self, filename, *args, **kwargs)
+        except RuntimeError as err:
+            # mmengine's message: a header line, then one line per mismatch
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+            raise _CheckpointMismatch(lines[1] if len(lines) > 1 else str(err)) from err
+
+    Runner.load_checkpoint = load_strictly
+    try:
+        yield
+    finally:
+        Runner.load_checkpoint = load
 
 
 def _require_file(path: str, what: str, prog: str) -> None:

@@ -36,3 +36,29 @@ def test_unknown_type_without_close_name_and_other_key_errors(capsys):
         explaining_unknown_types(lambda: {}['some_key'])
     assert explaining_unknown_types(lambda: MODELS.build(dict(type='SigmoidFocalLos'))) == 2
     assert capsys.readouterr().err.startswith("error: type 'SigmoidFocalLos'")
+
+
+def test_a_checkpoint_from_another_model_is_one_line_not_an_evaluation(tmp_path):
+    """tools/test.py loads its checkpoint strictly: 6-class weights under a 3-class config."""
+    import os
+    import subprocess
+
+    import torch
+    from mmengine.config import Config
+    from train_runs import QUICKSTART, ROOT, generate_data, short_run_options
+
+    cfg = Config.fromfile(str(QUICKSTART))
+    model = MODELS.build(cfg.model)  # the quick-start model: 6 classes
+    checkpoint = tmp_path / 'six_classes.pth'
+    torch.save(dict(state_dict=model.state_dict(), meta=dict()), checkpoint)
+    data = generate_data(tmp_path / 'data')
+    env = dict(os.environ, OMP_NUM_THREADS='1', PLUGIN_COMPILE='0')
+    run = subprocess.run(
+        [sys.executable, 'tools/test.py', str(QUICKSTART), str(checkpoint), '--work-dir',
+         str(tmp_path / 'work'), *short_run_options(data, 1), 'model.bbox_head.num_classes=3'],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 2, (run.stdout + run.stderr)[-3000:]
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: checkpoint '{checkpoint}' does not fit the model of")
+    assert 'size mismatch for bbox_head.retina_cls.weight' in last
+    assert 'bbox_mAP' not in run.stdout + run.stderr
