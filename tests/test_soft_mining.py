@@ -33,6 +33,16 @@ def _budgets(positive, negative, ratio, min_negatives):
 @pytest.mark.parametrize('temperature', [0.05, 1.0, 7.0])
 @pytest.mark.parametrize('ratio,min_negatives', [(3, 0), (1.5, 8), (1.0, 0)])  # 1.0: K = 1
 def test_batched_weights_equal_a_per_image_loop(temperature, ratio, min_negatives):
+    _compare_with_the_loop(temperature, ratio, min_negatives)
+
+
+def test_compiled_weights_equal_a_per_image_loop(compiled):
+    """The compiled kernels training runs (a fallback to eager fails this test)."""
+    _compare_with_the_loop(1.0, 3, 0)
+    _compare_with_the_loop(0.05, 1.5, 8)
+
+
+def _compare_with_the_loop(temperature, ratio, min_negatives):
     losses, positive, negative = _problem(int(temperature * 100) + min_negatives)
     weights = soft_negative_weights(losses, positive, negative, neg_pos_ratio=ratio,
                                     temperature=temperature, min_negatives=min_negatives)

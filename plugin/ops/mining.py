@@ -141,8 +141,8 @@ def soft_negative_weights(losses: Tensor, positive: Tensor, negative: Tensor,
     weighed = edge.ranks_weighed()
     # Only the ranks that carry weight are ranked: a partial top-k, not a full sort.
     order = scores.topk(int(weighed.max()), dim=1).indices  # hardest first
-    ranked = edge.weights(order.shape[1], weighed)
-    return torch.zeros_like(scores, dtype=ranked.dtype).scatter_(1, order, ranked).to(dtype)
+    ranked = edge.weights(order.shape[1], weighed, dtype)
+    return torch.zeros_like(scores, dtype=dtype).scatter_(1, order, ranked)
 
 
 class _LogisticEdge:
@@ -170,16 +170,27 @@ class _LogisticEdge:
         weighed = torch.where(self.budget >= self.count, self.count, weighed)
         return torch.where(self.budget > 0, weighed, 0.0)
 
-    def weights(self, num_ranks: int, weighed: Tensor) -> Tensor:
-        """(B, num_ranks) float64 weights of ranks 0, 1, ..., 0 from rank ``weighed`` on."""
+    def weights(self, num_ranks: int, weighed: Tensor, dtype: torch.dtype) -> Tensor:
+        """(B, num_ranks) weights of ranks 0, 1, ..., 0 from rank ``weighed`` on."""
         rank = torch.arange(num_ranks, dtype=torch.float64, device=self.budget.device)
         if self.temperature == float('inf'):
-            weights = (self.budget / self.count.clamp(min=1)).expand(-1, num_ranks)
-        else:
-            upper = self.centre - rank / self.width
-            weights = self.width * _softplus_difference(upper, upper - 1 / self.width)
-            weights = torch.where(self.budget >= self.count, 1.0, weights)  # c = inf
-        return torch.where(rank < weighed, weights, 0.0)
+            uniform = (self.budget / self.count.clamp(min=1)).expand(-1, num_ranks)
+            return torch.where(rank < weighed, uniform, 0.0).to(dtype)
+        return _LOGISTIC_CELLS(self.centre, self.width, self.budget, self.count, weighed, rank,
+                               dtype=dtype)
+
+
+def _logistic_cells(centre: Tensor, width: Tensor, budget: Tensor, count: Tensor,
+                    weighed: Tensor, rank: Tensor, dtype: torch.dtype) -> Tensor:
+    """The mean of the logistic step over each rank's cell [r, r + 1), in ``dtype``."""
+    upper = centre - rank / width
+    weights = width * _softplus_difference(upper, upper - 1 / width)
+    weights = torch.where(budget >= count, 1.0, weights)  # everything kept: c = inf
+    return torch.where(rank < weighed, weights, 0.0).to(dtype)
+
+
+# One fused pass instead of a dozen float64 temporaries (benchmark_mining.py, soft rows).
+_LOGISTIC_CELLS = CompiledKernel(_logistic_cells, static_trailing_dims=0)
 
 
 def _softplus_difference(u: Tensor, v: Tensor) -> Tensor:
