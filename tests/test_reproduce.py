@@ -195,6 +195,8 @@ def test_tiny_suite_resumes_a_run_killed_partway(tiny_data, tmp_path):
     assert '4 runs, 0 finished before, 4 to run' in out.stdout
     killed = json.loads((runs / names[0] / 'seed0' / 'results.json').read_text())
     assert 7 <= killed['resumed_from_iter'] < 40
+    log = (runs / names[0] / 'seed0' / 'worker.log').read_text()
+    assert f"resumed epoch: 0, iter: {killed['resumed_from_iter']}" in log  # mmengine's line
     for name in names:
         for seed in (0, 1):
             record = json.loads((runs / name / f'seed{seed}' / 'results.json').read_text())

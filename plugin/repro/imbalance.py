@@ -111,8 +111,9 @@ def plot_figure4(sample: SignedLogits, path: str, gammas: Sequence[float] = FIGU
                         (axes[1], sample.negatives, 'negative')):
         for gamma in gammas:
             fraction, share = normalized_loss_cdf(z, gamma)
-            step = max(1, len(fraction) // 2000)  # a few thousand points draw the same curve
-            ax.plot(fraction[::step].numpy(), share[::step].numpy(), label=f'gamma = {gamma:g}')
+            # A few thousand points draw the same curve; the last one (share 1) stays.
+            points = torch.linspace(0, len(fraction) - 1, min(len(fraction), 4000)).long()
+            ax.plot(fraction[points].numpy(), share[points].numpy(), label=f'gamma = {gamma:g}')
         ax.set_xlabel(f'fraction of {what} examples')
         ax.set_ylabel('cumulative normalized loss')
         ax.set_title(f'{what} examples ({len(z):,})')
@@ -147,9 +148,11 @@ def collect(cfg: Any, checkpoint: str | None, split: str = 'val', max_images: in
     if not head.use_sigmoid_cls:
         raise ValueError(f'{type(head).__name__} uses softmax scores; the analysis covers '
                          f'sigmoid heads (loss_cls with use_sigmoid=True)')
-    loader_cfg = copy.deepcopy(cfg[f'{split}_dataloader'])
+    # A run folder's config may hold its evaluation loader under test_dataloader only.
+    evaluation = cfg.get('val_dataloader') or cfg.test_dataloader
+    loader_cfg = copy.deepcopy(evaluation if split == 'val' else cfg.train_dataloader)
     # The test pipeline on either split: no random flips, annotations loaded.
-    loader_cfg.dataset.pipeline = cfg.val_dataloader.dataset.pipeline
+    loader_cfg.dataset.pipeline = evaluation.dataset.pipeline
     loader_cfg.dataset.indices = max_images
     loader_cfg.sampler = dict(type='DefaultSampler', shuffle=False)
     loader_cfg.num_workers, loader_cfg.persistent_workers = 0, False

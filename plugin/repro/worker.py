@@ -44,7 +44,9 @@ def run_one(run_dir: str | Path, launcher: str = 'none') -> dict[str, Any]:
     start = time.perf_counter()
     run_dir = Path(run_dir)
     run = json.loads((run_dir / RUN_FILE).read_text())
-    cfg = Config.fromfile(run_dir / 'config.py')
+    # Built from a dict, the config has no file name, so mmengine dumps it as TIMESTAMP.py
+    # instead of over the run's config.py (which would lose the settings changed below).
+    cfg = Config(Config.fromfile(run_dir / 'config.py').to_dict())
     cfg.work_dir = str(run_dir)
     cfg.launcher = launcher
     last = run_dir / 'last_checkpoint'
