@@ -1,4 +1,6 @@
 """Independent float64 references, written from the papers' formulas with plain autograd."""
+import math
+
 import torch
 
 
@@ -51,3 +53,36 @@ def equalized_focal(x, t, gammas, gamma_b=2.0, alpha=0.25):
     p_t = p * t + (1 - p) * (1 - t)
     alpha_t = alpha * t + (1 - alpha) * (1 - t)
     return alpha_t * (gammas / gamma_b) * (1 - p_t) ** gammas * ce
+
+
+def _softplus(x):
+    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+
+
+def soft_weights_of_image(losses, negative, budget, temperature):
+    """Soft negative weights of one image (lists in, list out): a plain loop over its
+    candidates, each rank weighted by the logistic step averaged over its cell, the centre
+    found by bisection on the budget."""
+    candidates = sorted((i for i in range(len(losses)) if negative[i]), key=lambda i: -losses[i])
+    count, weights = len(candidates), [0.0] * len(losses)
+    if budget == 0:
+        return weights
+    if budget >= count:
+        for i in candidates:
+            weights[i] = 1.0
+        return weights
+    width = temperature * budget
+
+    def cell(rank, centre):  # the logistic step 1 / (1 + exp(rank / width - centre)) over a cell
+        return width * (_softplus(centre - rank / width) - _softplus(centre - (rank + 1) / width))
+
+    low, high = -1e4, 1e4
+    for _ in range(200):
+        centre = (low + high) / 2
+        if sum(cell(r, centre) for r in range(count)) < budget:
+            low = centre
+        else:
+            high = centre
+    for rank, i in enumerate(candidates):
+        weights[i] = cell(rank, centre)
+    return weights

@@ -140,10 +140,11 @@ def test_ssd_losses_and_gradients_equal_mmdet_ssdhead(loss_cls, mode, request):
         theirs = stock.loss_by_feat(*stock(feats), gts, metas)
         their_grads = torch.autograd.grad(sum(map(sum, theirs.values())), feats)
         ours = mining.loss_by_feat(*mining(feats), gts, metas)
-        our_grads = torch.autograd.grad(sum(ours.values()), feats)
-        for key in ('loss_cls', 'loss_bbox'):
-            torch.testing.assert_close(ours[key], sum(theirs[key]).reshape(()), rtol=1e-6,
-                                       atol=0)
+        our_grads = torch.autograd.grad(sum(map(sum, ours.values())), feats)
+        for key in ('loss_cls', 'loss_bbox'):  # mmdet's structure: one loss per image
+            assert len(ours[key]) == len(theirs[key]) == num_images
+            torch.testing.assert_close(torch.stack(ours[key]),
+                                       torch.stack(theirs[key]).reshape(-1), rtol=1e-6, atol=0)
         for our_grad, their_grad in zip(our_grads, their_grads):
             torch.testing.assert_close(our_grad, their_grad, rtol=1e-5, atol=1e-7)
 
@@ -160,8 +161,8 @@ def test_min_negatives_teach_background_in_images_without_objects():
     scores = torch.cat([s.permute(0, 2, 3, 1).reshape(2, -1, 81) for s in head(feats)[0]], 1)
     ce = F.cross_entropy(scores.flatten(0, 1), torch.full((scores.shape[0] * scores.shape[1],), 80),
                          reduction='none').reshape(2, -1)
-    expected = ce.topk(16, dim=1).values.sum() / 2
-    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=0)
+    expected = ce.topk(16, dim=1).values.sum(1) / 2  # one loss per image, as SSDHead's
+    torch.testing.assert_close(torch.stack(loss), expected, rtol=1e-5, atol=0)
 
 
 def _train_step_and_predict(cfg, boxes_per_image, size):

@@ -6,6 +6,7 @@ SSD300 (8732 anchors, 81 outputs) on the same targets: mmdet's ``SSDHead.loss_by
 over each image (its loop), against ``MiningSSDHead.loss_by_batch`` with
 ``HardNegativeSampler(neg_pos_ratio=3)`` over the batch. Then RetinaNet size (2 x 100k
 anchors x 80 classes): sigmoid cross entropy + mining against focal loss on every anchor.
+Soft mining (``mode='soft'``, temperature 1) is timed beside hard mining at both sizes.
 Target assignment is shared by both paths and left out of the timing. The last row writes a
 fresh, zero-filled dense gradient of the scores, as mmdet's path does every step; the plugin's
 gather recycles its gradient buffer instead, re-zeroing only the rows it wrote, and that held
@@ -27,25 +28,29 @@ import plugin  # noqa: F401
 from plugin.bench.measure import ensure_malloc_returns_memory, measure_all, print_table
 
 
-def _ssd_heads():
+HARD = dict(type='HardNegativeSampler', neg_pos_ratio=3)
+SOFT = dict(type='HardNegativeSampler', neg_pos_ratio=3, mode='soft', temperature=1.0)
+
+
+def _ssd_heads(sampler):
     cfg = Config.fromfile(os.path.join(os.path.dirname(mmdet.__file__), '.mim', 'configs',
                                        'ssd', 'ssd300_coco.py'))
     stock = copy.deepcopy(cfg.model.bbox_head)
     stock.update(train_cfg=cfg.model.train_cfg, test_cfg=cfg.model.test_cfg)
     mining = copy.deepcopy(stock)
     mining.update(type='MiningSSDHead', train_cfg=copy.deepcopy(stock.train_cfg))
-    mining.train_cfg.sampler = dict(type='HardNegativeSampler', neg_pos_ratio=3)
+    mining.train_cfg.sampler = sampler
     return MODELS.build(stock), MODELS.build(mining)
 
 
-def _retina_mining_head():
-    """MiningRetinaHead with sigmoid cross entropy and 1:3 hard negative mining."""
+def _retina_mining_head(sampler):
+    """MiningRetinaHead with sigmoid cross entropy and 1:3 mining by ``sampler``."""
     cfg = Config.fromfile(os.path.join(os.path.dirname(mmdet.__file__), '.mim', 'configs',
                                        'retinanet', 'retinanet_r50_fpn_1x_coco.py'))
     head = copy.deepcopy(cfg.model.bbox_head)
     head.update(type='MiningRetinaHead', train_cfg=copy.deepcopy(cfg.model.train_cfg),
                 loss_cls=dict(type='SigmoidFocalLoss', gamma=0.0, alpha=None))
-    head.train_cfg.sampler = dict(type='HardNegativeSampler', neg_pos_ratio=3)
+    head.train_cfg.sampler = sampler
     return MODELS.build(head)
 
 
@@ -86,7 +91,8 @@ def main() -> None:
     parser.add_argument('--repeats', type=int, default=9)
     args = parser.parse_args()
     ensure_malloc_returns_memory()
-    stock, mining = _ssd_heads()
+    stock, mining = _ssd_heads(HARD)
+    soft_mining = _ssd_heads(SOFT)[1]
     cls_score, bbox_pred, anchors, labels, label_weights, bbox_targets, bbox_weights, avg = \
         _ssd_targets(stock, args.images)
 
@@ -100,25 +106,29 @@ def main() -> None:
         (sum(losses_cls) + sum(losses_bbox)).sum().backward()
         cls.grad = box.grad = None
 
-    def plugin_step():
-        losses = mining.loss_by_batch(cls, box, anchors, labels, label_weights, bbox_targets,
-                                      bbox_weights, avg)
-        (losses['loss_cls'] + losses['loss_bbox']).backward()
+    def plugin_step(head):
+        losses = head.loss_by_batch(cls, box, anchors, labels, label_weights, bbox_targets,
+                                    bbox_weights, avg)
+        (sum(losses['loss_cls']) + sum(losses['loss_bbox'])).backward()
         cls.grad = box.grad = None
 
     rows = measure_all({'mmdet SSDHead (per-image mining)': stock_step,
-                        'plugin MiningSSDHead + HardNegativeSampler': plugin_step,
-                        'fresh dense score gradient (zeros_like)': lambda: torch.zeros_like(cls)},
+                        'plugin MiningSSDHead + HardNegativeSampler': lambda: plugin_step(mining),
+                        'fresh dense score gradient (zeros_like)': lambda: torch.zeros_like(cls),
+                        "same, mode='soft', temperature=1": lambda: plugin_step(soft_mining)},
                        args.repeats)
     rows[1] = _with_held_buffers(rows[1], mining)
+    rows[3] = _with_held_buffers(rows[3], soft_mining)
     print_table(f'SSD300 mining + losses, forward + backward, batch {args.images} x '
                 f'{anchors.shape[1]} anchors, {torch.get_num_threads()} threads', rows,
                 baseline='mmdet SSDHead (per-image mining)', extra={
                     'plugin vs a fresh dense gradient (time)':
-                        f'{rows[1].seconds / rows[2].seconds:.2f}x'})
+                        f'{rows[1].seconds / rows[2].seconds:.2f}x',
+                    'soft vs hard mining (time)': f'{rows[3].seconds / rows[1].seconds:.2f}x'})
 
     # RetinaNet size: the paper's CE + 1:3 mining baseline against focal loss on all anchors.
-    mining_retina = _retina_mining_head()
+    mining_retina = _retina_mining_head(HARD)
+    soft_retina = _retina_mining_head(SOFT)
     num_images, num_anchors, classes = 2, args.retina_anchors, 80
     g = torch.Generator().manual_seed(1)
     retina_scores = torch.randn(num_images, num_anchors, classes, generator=g) - 4
@@ -135,11 +145,10 @@ def main() -> None:
                  bbox_targets=torch.zeros(num_images, num_anchors, 4),
                  bbox_weights=torch.zeros(num_images, num_anchors, 4))
 
-    def mining_step():
-        losses = mining_retina.loss_by_batch(x, anchors=retina_anchors, labels=retina_labels,
-                                             label_weights=weights, avg_factor=num_pos,
-                                             **boxes)
-        (losses['loss_cls'] + losses['loss_bbox']).backward()
+    def mining_step(head):
+        losses = head.loss_by_batch(x, anchors=retina_anchors, labels=retina_labels,
+                                    label_weights=weights, avg_factor=num_pos, **boxes)
+        (sum(losses['loss_cls']) + sum(losses['loss_bbox'])).backward()
         x.grad = boxes['bbox_pred'].grad = None
 
     def focal_step():
@@ -147,10 +156,14 @@ def main() -> None:
         x.grad = None
 
     rows = measure_all({'plugin SigmoidFocalLoss, all anchors': focal_step,
-                        'sigmoid CE + HardNegativeSampler 1:3': mining_step}, args.repeats)
+                        'sigmoid CE + HardNegativeSampler 1:3': lambda: mining_step(mining_retina),
+                        "same, mode='soft', temperature=1": lambda: mining_step(soft_retina)},
+                       args.repeats)
     rows[1] = _with_held_buffers(rows[1], mining_retina)
+    rows[2] = _with_held_buffers(rows[2], soft_retina)
     print_table(f'RetinaNet size, {num_images} x {num_anchors} anchors x {classes} classes',
-                rows, baseline='plugin SigmoidFocalLoss, all anchors')
+                rows, baseline='plugin SigmoidFocalLoss, all anchors', extra={
+                    'soft vs hard mining (time)': f'{rows[2].seconds / rows[1].seconds:.2f}x'})
 
 
 if __name__ == '__main__':

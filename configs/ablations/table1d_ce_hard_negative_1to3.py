@@ -1,7 +1,7 @@
 # Focal-loss paper Table 1(d) baseline: cross entropy + hard negative mining at 1:3.
 # Sigmoid cross entropy is SigmoidFocalLoss with gamma=0 and no alpha (fused, so the
 # sampler's ranking pass over all anchors is one read of the logits).
-_base_ = '../retinanet/retinanet_r50_fpn_1x_coco_focal.py'
+_base_ = './paper_r101_fpn_600px.py'
 
 model = dict(
     bbox_head=dict(

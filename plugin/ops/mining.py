@@ -1,20 +1,22 @@
 """Loss-ranked example selection for dense detectors, batched over images.
 
 SSD's hard negative mining keeps every positive and the highest-loss negatives, at most
-``neg_pos_ratio`` per positive. OHEM (as in the focal-loss paper's Table 1d) ranks all
+``neg_pos_ratio`` per positive. Soft negative mining spends the same budget of negatives as
+weights that fall smoothly with the loss rank: one temperature spans hard mining (0) to every
+negative taking an equal share (infinity). OHEM (as in the focal-loss paper's Table 1d) ranks all
 examples by loss, removes overlapping ones with NMS and keeps the top ``batch_size``.
 Everything works on (B, A) tensors at once: no Python loop over images or anchors.
 """
 from __future__ import annotations
 
-import functools
-
+import math
 import torch
 from torch import Tensor
 
 from .fusion import FusedKernel
 
-__all__ = ['hard_negative_mask', 'ohem_mask', 'box_iou', 'greedy_nms_sorted', 'RowGather']
+__all__ = ['hard_negative_mask', 'soft_negative_weights', 'ohem_mask', 'box_iou',
+           'greedy_nms_sorted']
 
 
 def _check_mask(name: str, mask: Tensor, like: Tensor) -> None:
@@ -48,6 +50,20 @@ def _negatives_by_loss(losses: Tensor, positive: Tensor, negative: Tensor
 _NEGATIVES_BY_LOSS = FusedKernel(_negatives_by_loss, class_dim_static=False)
 
 
+def _negative_budget(num_pos: Tensor, num_neg: Tensor, neg_pos_ratio: float,
+                     min_negatives: int) -> Tensor:
+    """Negatives per image: min(max(floor(ratio * P), min_negatives), N), int64 (B,)."""
+    wanted = (num_pos.to(torch.float64) * neg_pos_ratio).floor().long().clamp(min=min_negatives)
+    return torch.minimum(wanted, num_neg)
+
+
+def _check_mining_args(neg_pos_ratio: float, min_negatives: int) -> None:
+    if not neg_pos_ratio > 0:
+        raise ValueError(f'neg_pos_ratio={neg_pos_ratio}; allowed: a number > 0')
+    if not isinstance(min_negatives, int) or min_negatives < 0:
+        raise ValueError(f'min_negatives={min_negatives!r}; allowed: an int >= 0')
+
+
 def hard_negative_mask(losses: Tensor, positive: Tensor, negative: Tensor,
                        neg_pos_ratio: float = 3.0, min_negatives: int = 0) -> Tensor:
     """Select the hardest negatives per image.
@@ -65,9 +81,110 @@ def hard_negative_mask(losses: Tensor, positive: Tensor, negative: Tensor,
     """
     _check_mask('positive', positive, losses)
     _check_mask('negative', negative, losses)
+    _check_mining_args(neg_pos_ratio, min_negatives)
     scores, num_pos, num_neg = _NEGATIVES_BY_LOSS(losses.detach(), positive, negative)
-    wanted = (num_pos.to(torch.float64) * neg_pos_ratio).floor().long().clamp(min=min_negatives)
-    return _top_per_row(scores, torch.minimum(wanted, num_neg))
+    return _top_per_row(scores, _negative_budget(num_pos, num_neg, neg_pos_ratio, min_negatives))
+
+
+def soft_negative_weights(losses: Tensor, positive: Tensor, negative: Tensor,
+                          neg_pos_ratio: float = 3.0, temperature: float = 1.0,
+                          min_negatives: int = 0) -> Tensor:
+    """Soft hard-negative mining: a weight in [0, 1] per negative, falling with its loss rank.
+
+    Each image spends the budget hard mining would keep, K = min(max(floor(ratio * P),
+    min_negatives), N) for P positives and N candidate negatives, but as weights: ranking its
+    negatives by loss, hardest first (r = 0, 1, ...), rank r gets the mean over [r, r + 1) of
+    a logistic step of width s = temperature * K ranks,
+
+        w_r = s * (softplus(c - r / s) - softplus(c - (r + 1) / s)),
+        c = log(expm1(K / s)) - log(-expm1(-(N - K) / s)),
+
+    where c is the closed form that makes the weights of the N negatives sum to K.
+
+    The temperature is measured in budgets: the edge between kept and dropped negatives is
+    about ``temperature * K`` ranks wide. Ranks make it scale-free (the same value means the
+    same early and late in training, whatever the loss). 0 is hard mining, the same mask as
+    :func:`hard_negative_mask`; 1 keeps the hardest negative at weight 0.63 and lets the
+    weight fall to 0.01 over about five budgets; as it grows the weights tend to K / N on every
+    candidate (plain cross entropy on a random-like share; ``float('inf')`` gives that).
+    The far tail whose weights add up to less than 1e-4 of K is left at 0 (so the sum is K to
+    1e-4), which spares ranking and training on those anchors.
+
+    Args:
+        losses: (B, A) float per-anchor loss used for ranking (any float dtype; no gradient
+            flows through the weights).
+        positive: (B, A) bool, positive anchors (weight 0 here: the caller keeps them).
+        negative: (B, A) bool, negatives that may be weighted (ignored anchors excluded).
+        neg_pos_ratio: budget of negatives per positive (> 0).
+        temperature: width of the soft edge in budgets (>= 0, ``inf`` allowed).
+        min_negatives: budget even in an image with few or no positives (>= 0).
+
+    Returns:
+        (B, A) weights, float32 (float64 for float64 losses): monotone in the loss (ties
+        aside), 0 outside ``negative``, summing to K in each image.
+    """
+    if not temperature >= 0:
+        raise ValueError(f'temperature={temperature}; allowed: a number >= 0 (0: hard '
+                         f'mining, inf: uniform)')
+    dtype = torch.promote_types(losses.dtype, torch.float32)
+    if temperature == 0:
+        return hard_negative_mask(losses, positive, negative, neg_pos_ratio,
+                                  min_negatives).to(dtype)
+    _check_mask('positive', positive, losses)
+    _check_mask('negative', negative, losses)
+    _check_mining_args(neg_pos_ratio, min_negatives)
+    scores, num_pos, num_neg = _NEGATIVES_BY_LOSS(losses.detach(), positive, negative)
+    budget = _negative_budget(num_pos, num_neg, neg_pos_ratio, min_negatives)
+    edge = _LogisticEdge(budget.unsqueeze(1).double(), num_neg.unsqueeze(1).double(),
+                         temperature)
+    weighed = edge.ranks_weighed()
+    # Only the ranks that carry weight are ranked: a partial top-k, not a full sort.
+    order = scores.topk(int(weighed.max()), dim=1).indices  # hardest first
+    ranked = edge.weights(order.shape[1], weighed)
+    return torch.zeros_like(scores, dtype=ranked.dtype).scatter_(1, order, ranked).to(dtype)
+
+
+class _LogisticEdge:
+    """The per-image logistic step of :func:`soft_negative_weights`, float64 (B, 1) budgets K
+    and candidate counts N."""
+
+    # The tail left at weight 0 holds less than this share of the budget.
+    TAIL = 1e-4
+
+    def __init__(self, budget: Tensor, count: Tensor, temperature: float) -> None:
+        self.budget, self.count, self.temperature = budget, count, temperature
+        self.width = temperature * budget.clamp(min=1)
+        # log(expm1(x)) = x + log(-expm1(-x)): finite for the large x of small temperatures
+        self.centre = (budget / self.width + torch.log(-torch.expm1(-budget / self.width))
+                       - torch.log(-torch.expm1((budget - count) / self.width)))
+
+    def ranks_weighed(self) -> Tensor:
+        """(B, 1) number of leading ranks with weight: the tail beyond them, s softplus(c - R
+        / s), holds at most TAIL * K."""
+        if self.temperature == float('inf'):
+            return self.count
+        share = self.TAIL / self.temperature  # softplus(c - R / s) <= share, with
+        tail = self.width * (self.centre - share - math.log(-math.expm1(-share)))  # log expm1
+        weighed = torch.minimum(tail.ceil(), self.count)
+        weighed = torch.where(self.budget >= self.count, self.count, weighed)
+        return torch.where(self.budget > 0, weighed, 0.0)
+
+    def weights(self, num_ranks: int, weighed: Tensor) -> Tensor:
+        """(B, num_ranks) float64 weights of ranks 0, 1, ..., 0 from rank ``weighed`` on."""
+        rank = torch.arange(num_ranks, dtype=torch.float64, device=self.budget.device)
+        if self.temperature == float('inf'):
+            weights = (self.budget / self.count.clamp(min=1)).expand(-1, num_ranks)
+        else:
+            upper = self.centre - rank / self.width
+            weights = self.width * _softplus_difference(upper, upper - 1 / self.width)
+            weights = torch.where(self.budget >= self.count, 1.0, weights)  # c = inf
+        return torch.where(rank < weighed, weights, 0.0)
+
+
+def _softplus_difference(u: Tensor, v: Tensor) -> Tensor:
+    """softplus(u) - softplus(v) for u >= v, without cancellation in the linear tail."""
+    return (u.clamp(min=0) - v.clamp(min=0)
+            + torch.log1p(torch.exp(-u.abs())) - torch.log1p(torch.exp(-v.abs())))
 
 
 def _area(boxes: Tensor) -> Tensor:
@@ -164,83 +281,3 @@ def ohem_mask(losses: Tensor, boxes: Tensor, positive: Tensor, candidate: Tensor
                   | (neg & (neg.cumsum(1) <= num_neg.unsqueeze(1))))
     selected = torch.zeros_like(candidate)
     return selected.scatter_(1, order[:, :pool], chosen)
-
-
-# ---------------------------------------------------------------- the selected rows
-class RowGather:
-    """``x[rows]`` of a (N, ...) tensor for unique ``rows``; its backward recycles the dense
-    gradient.
-
-    The gradient of a gather is zero outside the gathered rows. Zero-filling a fresh (N, K)
-    buffer every step costs a page fault per 4 KiB on CPU: for SSD300's 32 x 8732 x 81 scores,
-    more than ranking them. So a CPU gradient buffer that nobody holds any more and that
-    nobody wrote since (its storage's use count and its version counter tell) is reused: the
-    rows written last time are zeroed and the new ones written. Values are those of a fresh
-    zero-filled buffer. One instance serves one call site, e.g. a head's scores; it keeps
-    its last buffer between steps.
-    """
-
-    def __init__(self) -> None:
-        self._buffer: Tensor | None = None  # an alias: shares storage and version counter
-        self._rows: Tensor | None = None
-        self._version = -1
-
-    def __call__(self, x: Tensor, rows: Tensor) -> Tensor:
-        """Args: x (N, ...) tensor; rows (M,) int64, unique indices into dim 0.
-        Returns: (M, ...) ``x[rows]``."""
-        return _GatherRowsFunction.apply(x, rows, self)
-
-    @property
-    def held_bytes(self) -> int:
-        """Memory this gather keeps between steps: its last gradient buffer."""
-        return 0 if self._buffer is None else self._buffer.untyped_storage().nbytes()
-
-    def dense_gradient(self, grad_rows: Tensor, rows: Tensor, shape: torch.Size) -> Tensor:
-        """The (N, ...) gradient of ``x`` from the (M, ...) gradient of ``x[rows]``."""
-        buffer = self._recycled(shape, grad_rows)
-        if buffer is None:
-            buffer = grad_rows.new_zeros(shape)
-        else:
-            buffer.index_fill_(0, self._rows, 0)
-        buffer.index_copy_(0, rows, grad_rows)
-        if buffer.device.type == 'cpu':
-            self._buffer, self._rows = buffer.detach(), rows.clone()
-            self._version = buffer._version
-        return buffer
-
-    def _recycled(self, shape: torch.Size, like: Tensor) -> Tensor | None:
-        old = self._buffer
-        if (old is None or old.shape != shape or old.dtype != like.dtype
-                or old.device != like.device or old._version != self._version):
-            return None
-        holders = _storage_holders(old)
-        if holders is None or holders != _sole_holder_count():
-            return None
-        return old.detach()  # a new tensor, so that autograd may keep it as .grad uncopied
-
-
-class _GatherRowsFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor, rows: Tensor, gather: RowGather) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(rows)
-        ctx.shape, ctx.gather = x.shape, gather
-        return x.index_select(0, rows)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_rows: Tensor) -> tuple:  # type: ignore[override]
-        (rows,) = ctx.saved_tensors
-        return ctx.gather.dense_gradient(grad_rows.contiguous(), rows, ctx.shape), None, None
-
-
-def _storage_holders(tensor: Tensor) -> int | None:
-    """References to the tensor's storage (None where torch cannot say)."""
-    use_count = getattr(torch._C, '_storage_Use_Count', None)
-    return None if use_count is None else use_count(tensor.untyped_storage()._cdata)
-
-
-@functools.cache
-def _sole_holder_count() -> int | None:
-    """What :func:`_storage_holders` reads for a tensor whose storage nobody else holds,
-    measured once (the count includes the storage object that reading it creates)."""
-    return _storage_holders(torch.empty(1).detach())
