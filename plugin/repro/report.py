@@ -98,7 +98,7 @@ def _plot(suite: Suite, scale: str, records: list[dict[str, Any]],
     import matplotlib.pyplot as plt
 
     shown = [(e, s) for e, s in summaries if s is not None]
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * max(len(shown), 1), 4.2))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.5 + 0.9 * len(shown)), 4.6))
     for x, (entry, summary) in enumerate(shown):
         aps = [r['AP'] for r in records if r['name'] == entry.name]
         ax.scatter([x] * len(aps), aps, color='0.6', s=14, zorder=2,
@@ -109,10 +109,12 @@ def _plot(suite: Suite, scale: str, records: list[dict[str, Any]],
     ax.set_xticks(range(len(shown)), [e.name for e, _ in shown], rotation=35, ha='right',
                   fontsize=8)
     ax.set_ylabel('COCO box AP')
-    ax.set_title(f'{suite.name}, {scale} scale')
+    ax.set_xlim(-0.6, len(shown) - 0.4)
+    ax.set_title(f'{suite.name}, {scale} scale', loc='left')
     ax.grid(axis='y', alpha=0.3)
-    if shown:
-        ax.legend(fontsize=8)
+    if shown:  # above the axes, where it hides no point
+        ax.legend(fontsize=8, loc='lower right', bbox_to_anchor=(1.0, 1.0), ncol=1,
+                  frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
