@@ -3,6 +3,7 @@
     python tools/reproduce.py SUITE --scale quick|coco128|coco --seeds 0 1 2 --out DIR
                               [--data-root DIR] [--only NAME ...] [--iters N]
                               [--launcher none|pytorch|slurm --gpus N] [--dry-run]
+                              [--report-only]
 
 Suites: table1a, table1b, table1d, appendix, ssd, negatives (plugin/repro/suites.py).
 Finished runs are skipped and interrupted ones resume: run the same command again.

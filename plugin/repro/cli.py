@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
                         help='torch.distributed master port (--launcher pytorch)')
     parser.add_argument('--dry-run', action='store_true',
                         help='write the run folders and print the commands only')
+    parser.add_argument('--report-only', action='store_true',
+                        help='run nothing; rewrite the tables and figure from the records')
     return parser
 
 
@@ -61,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         launch = Launch(launcher=args.launcher, gpus=args.gpus, partition=args.partition,
                         port=args.port)
         run_suite(suite, options, args.seeds, Path(args.out).resolve(), launch=launch,
-                  only=args.only, dry_run=args.dry_run)
+                  only=args.only, dry_run=args.dry_run, report_only=args.report_only)
     except (ValueError, MissingDataError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2

@@ -104,12 +104,13 @@ def _minutes(seconds: float) -> str:
 
 def run_suite(suite: Suite, options: ScaleOptions, seeds: list[int], out: Path,
               launch: Launch = Launch(), only: list[str] | None = None,
-              dry_run: bool = False) -> list[dict[str, Any]]:
+              dry_run: bool = False, report_only: bool = False) -> list[dict[str, Any]]:
     """Run every (entry, seed) of ``suite`` at ``options.scale`` not finished yet, then
     write the suite's report; returns the suite's records.
 
     ``only`` restricts the suite to the entries of those names. ``dry_run`` writes the run
-    folders and prints the commands without running them.
+    folders and prints the commands without running them; ``report_only`` runs nothing and
+    rewrites the report from the records there are.
     """
     entries = suite.entries_at(options.scale)
     if only:
@@ -123,11 +124,17 @@ def run_suite(suite: Suite, options: ScaleOptions, seeds: list[int], out: Path,
     if skipped:
         print(f"reproduce: {suite.name}: {', '.join(skipped)} not run at the "
               f'{options.scale} scale')
-    check_data(options)
-    repo = Path(options.repo_root).resolve()
     runs_dir = out / options.scale / 'runs'
     suite_dir = out / options.scale / suite.name
     suite_dir.mkdir(parents=True, exist_ok=True)
+    if report_only:
+        records = load_records(runs_dir)
+        write_suite_report(suite, options.scale, records, suite_dir, plot=True)
+        print(f'reproduce: {suite.name} report rewritten from {len(records)} records -> '
+              f'{suite_dir}')
+        return records
+    check_data(options)
+    repo = Path(options.repo_root).resolve()
     commit = repo_commit(repo)
 
     plan = []
