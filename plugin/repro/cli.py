@@ -131,7 +131,8 @@ def analyze_main(argv: Sequence[str] | None = None) -> int:
     print(f"{stats['images']} images: {stats['positive_anchors_per_image']:.1f} positive and "
           f"{stats['negative_anchors_per_image']:.0f} negative anchors per image, "
           f"{stats['negatives_per_positive']:.0f} negatives per positive; "
-          f"{100 * stats['easy_negative_example_share']:.2f}% of negative examples are easy")
+          f"{100 * (1 - stats['easy_negative_example_share']):.4f}% of negative examples "
+          f'are hard (p_t <= 0.5)')
     print('gamma | loss: negatives, easy negatives | gradient: negatives, easy negatives')
     for gamma, s in stats['per_gamma'].items():
         print(f"{float(gamma):5g} | {s['loss_share_negatives']:.3f}, "

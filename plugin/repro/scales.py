@@ -177,6 +177,7 @@ def build_run_config(entry: SuiteEntry, options: ScaleOptions, seed: int) -> Con
     if options.scale == 'coco':
         cfg = entry_cfg
         old_root = cfg.get('data_root', '')
+        cfg.data_root = options.data_root  # the config's own variable, for whoever reads it
         for loader in _LOADERS:
             cfg[loader].dataset.data_root = options.data_root
         for evaluator in _EVALUATORS:
