@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-command environment: a virtualenv in .venv with torch (CPU), mmengine, mmcv, mmdet,
-# openmim, the plugin (editable) and the dev tools.
+# openmim, seaborn (for `mim run mmdet analyze_logs`), the plugin (editable) and the dev tools.
 #
 #   bash tools/setup.sh [--wheels DIR]
 #
@@ -29,7 +29,8 @@ pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 # Versions that work together here; see README "Environment".
 TORCH=torch==2.13.0
 MMCV=mmcv==2.1.0
-STACK=(mmengine==0.10.7 mmdet==3.3.0 pycocotools openmim)
+# seaborn: what `mim run mmdet analyze_logs plot_curve` draws with.
+STACK=(mmengine==0.10.7 mmdet==3.3.0 pycocotools openmim seaborn)
 SETUPTOOLS='setuptools>=77.0.3,<81'
 
 stamp_inputs() { cat "$0" setup.cfg pyproject.toml; }

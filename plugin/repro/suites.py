@@ -1,0 +1,120 @@
+"""The suites of ``tools/reproduce.py``: which configs each one runs, and the published numbers.
+
+An entry names one config file. COCO configs (``configs/ablations``, ``configs/ssd``) run as
+they are at the coco scale; at the quick and coco128 scales their method (head type,
+classification loss, sampler) is put on the quick-scale RetinaNet (:mod:`plugin.repro.scales`).
+Configs written for the quick start (``configs/negatives``) run at those two scales only.
+
+References are COCO box AP as published: the focal-loss paper (Lin et al. 2017, Table 1: (a)
+and (b) ResNet-50-FPN at 600 px, (d) ResNet-101-FPN) or mmdet's model zoo.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ['SCALES', 'SUITES', 'Suite', 'SuiteEntry', 'get_suite']
+
+SCALES = ('quick', 'coco128', 'coco')
+QUICK_SCALES = ('quick', 'coco128')
+
+
+@dataclass(frozen=True)
+class SuiteEntry:
+    """One config of a suite.
+
+    Args:
+        config: path from the repository root.
+        reference: published COCO box AP (0-100), or None where none is published.
+        reference_source: where ``reference`` comes from.
+        scales: the scales the entry runs at.
+    """
+
+    config: str
+    reference: float | None = None
+    reference_source: str = ''
+    scales: tuple[str, ...] = SCALES
+
+    @property
+    def name(self) -> str:
+        """The config's file name without ``.py``: the run's folder and table row."""
+        return Path(self.config).stem
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A named list of entries."""
+
+    name: str
+    description: str
+    entries: tuple[SuiteEntry, ...]
+
+    def entries_at(self, scale: str) -> tuple[SuiteEntry, ...]:
+        """The entries that run at ``scale``."""
+        return tuple(e for e in self.entries if scale in e.scales)
+
+
+def _paper(config: str, ap: float | None, table: str) -> SuiteEntry:
+    return SuiteEntry(config=f'configs/ablations/{config}.py', reference=ap,
+                      reference_source=f'paper {table}' if ap is not None else '')
+
+
+_FL = 'table1b_fl_gamma2_alpha25'
+
+SUITES: dict[str, Suite] = {s.name: s for s in (
+    Suite('table1a', 'alpha-balanced cross entropy (gamma 0), alpha .10 ... .999', tuple(
+        _paper(f'table1a_ce_alpha{a}', ap, 'Table 1(a)') for a, ap in (
+            ('10', 0.0), ('25', 10.8), ('50', 30.2), ('75', 31.1), ('90', 30.8),
+            ('99', 28.7), ('999', 25.1)))),
+    Suite('table1b', 'focal loss, gamma and alpha', tuple(
+        _paper(f'table1b_fl_{c}', ap, 'Table 1(b)') for c, ap in (
+            ('gamma0_alpha75', 31.1), ('gamma01_alpha75', 31.4), ('gamma02_alpha75', 31.9),
+            ('gamma05_alpha50', 32.9), ('gamma1_alpha25', 33.7), ('gamma2_alpha25', 34.0),
+            ('gamma5_alpha25', 32.2)))),
+    # Seven of the thirteen settings: focal loss, the 1:3 mining baseline, the paper's best
+    # OHEM (batch 128, NMS .5), its best at NMS .7 and its worst, and OHEM 1:3's best.
+    Suite('table1d', 'focal loss vs cross entropy with 1:3 hard negative mining vs OHEM', (
+        _paper(_FL, 36.0, 'Table 1(d), R101'),
+        _paper('table1d_ce_hard_negative_1to3', None, ''),
+        _paper('table1d_ohem_b128_nms05', 32.8, 'Table 1(d), R101'),
+        _paper('table1d_ohem_b256_nms07', 31.8, 'Table 1(d), R101'),
+        _paper('table1d_ohem_b128_nms07', 31.1, 'Table 1(d), R101'),
+        _paper('table1d_ohem_b512_nms05', 27.6, 'Table 1(d), R101'),
+        _paper('table1d_ohem_1to3_b128_nms05', 31.1, 'Table 1(d), R101'),
+    )),
+    Suite('appendix', "FL* (the paper's Appendix A) beside focal loss and cross entropy", (
+        _paper('appendix_fl_star_gamma2_beta1', None, ''),
+        _paper('appendix_fl_star_gamma4_beta0', None, ''),
+        _paper(_FL, 34.0, 'Table 1(b)'),
+        _paper('table1a_ce_alpha75', 31.1, 'Table 1(a)'),
+    )),
+    Suite('ssd', 'SSD300 with 1:3 hard negative mining vs SSD300 with focal loss', (
+        SuiteEntry('configs/ssd/ssd300_coco_mining.py', 25.5, 'mmdet model zoo'),
+        SuiteEntry('configs/ssd/ssd300_coco_mining_min_neg.py'),
+        SuiteEntry('configs/ssd/ssd300_coco_focal.py'),
+    )),
+    Suite('negatives', 'how hard to mine negatives: hard, soft at several temperatures, none, '
+          'focal, focal + mining, GHM-C', (
+        *(SuiteEntry(f'configs/negatives/retinanet_r18_quick_{c}.py', scales=QUICK_SCALES)
+          for c in ('ce_hard1to3', 'ce_soft_t01', 'ce_soft_t1', 'ce_soft_t10',
+                    'ce_soft_t100', 'ce_alpha75', 'focal', 'focal_hard1to3', 'ghmc')),
+        SuiteEntry('configs/ssd/ssd300_coco_mining_soft.py', scales=('coco',)),
+    )),
+)}
+
+# The paper's orderings, checked wherever their entries were run (plugin.repro.report).
+FOCAL_LOSS = _FL
+ALPHA_BALANCED_CE = tuple(f'table1a_ce_alpha{a}' for a in
+                          ('10', '25', '50', '75', '90', '99', '999')) + (
+    'table1b_fl_gamma0_alpha75',)
+HARD_NEGATIVE_1TO3 = 'table1d_ce_hard_negative_1to3'
+OHEM = tuple(f'table1d_ohem_{r}b{b}_nms{n}' for r in ('', '1to3_')
+             for b in (128, 256, 512) for n in ('05', '07'))
+
+
+def get_suite(name: str) -> Suite:
+    """The suite called ``name``; a clear error naming the allowed ones otherwise."""
+    if name not in SUITES:
+        raise ValueError(f"unknown suite '{name}'; allowed: {', '.join(SUITES)}")
+    return SUITES[name]
