@@ -114,7 +114,6 @@ class _BatchedLossMixin:
         """
         num_images, num_anchors = labels.shape
         level_sizes = level_sizes or [num_anchors]
-        part_of_anchor = self._loss_parts(num_images, level_sizes, labels.device)
         num_parts = num_images if self.loss_parts == 'image' else len(level_sizes)
         if isinstance(self.sampler, LossRankedSampler):
             weights = self.sampler.select(self.anchor_losses(cls_score, labels, label_weights),
@@ -130,7 +129,8 @@ class _BatchedLossMixin:
                 self._row_gathers['cls_score'](cls_score.flatten(0, 1), rows), labels,
                 label_weights.flatten()[rows] * weights.flatten()[rows],
                 reduction_override='none')
-            loss_cls = _sum_parts(row_losses, part_of_anchor[rows], num_parts, avg_factor)
+            loss_cls = _sum_parts(row_losses, self._parts(rows, num_anchors, level_sizes),
+                                  num_parts, avg_factor)
         else:
             positive_rows = (labels.flatten() < self.num_classes).nonzero().squeeze(1)
             avg_factor = self._normalizer(avg_factor, labels.device)
@@ -144,17 +144,16 @@ class _BatchedLossMixin:
             bbox_pred = get_box_tensor(self.bbox_coder.decode(anchors, bbox_pred))
         box_losses = self.loss_bbox(bbox_pred, bbox_targets, bbox_weights,
                                     reduction_override='none')
-        loss_bbox = _sum_parts(box_losses, part_of_anchor[positive_rows], num_parts, avg_factor)
+        loss_bbox = _sum_parts(box_losses, self._parts(positive_rows, num_anchors, level_sizes),
+                               num_parts, avg_factor)
         return dict(loss_cls=loss_cls, loss_bbox=loss_bbox)
 
-    def _loss_parts(self, num_images: int, level_sizes: list[int],
-                    device: torch.device) -> Tensor:
-        """(B * A,) index of the list entry each anchor's loss goes to."""
+    def _parts(self, rows: Tensor, num_anchors: int, level_sizes: list[int]) -> Tensor:
+        """The list entry each row of the flattened (B * A) batch adds its loss to."""
         if self.loss_parts == 'image':
-            return torch.arange(num_images, device=device).repeat_interleave(sum(level_sizes))
-        levels = torch.arange(len(level_sizes), device=device).repeat_interleave(
-            torch.tensor(level_sizes, device=device))
-        return levels.repeat(num_images)
+            return rows // num_anchors
+        ends = torch.tensor(level_sizes, device=rows.device).cumsum(0)
+        return torch.bucketize(rows % num_anchors, ends, right=True)
 
     def _dense_loss_cls(self, cls_score: Tensor, labels: Tensor, label_weights: Tensor,
                         level_sizes: list[int], avg_factor: float) -> list[Tensor]:
