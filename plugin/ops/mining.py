@@ -57,7 +57,10 @@ def _negative_budget(num_pos: Tensor, num_neg: Tensor, neg_pos_ratio: float,
     return torch.minimum(wanted, num_neg)
 
 
-def _check_mining_args(neg_pos_ratio: float, min_negatives: int) -> None:
+def _check_mining_inputs(losses: Tensor, positive: Tensor, negative: Tensor,
+                         neg_pos_ratio: float, min_negatives: int) -> None:
+    _check_mask('positive', positive, losses)
+    _check_mask('negative', negative, losses)
     if not neg_pos_ratio > 0:
         raise ValueError(f'neg_pos_ratio={neg_pos_ratio}; allowed: a number > 0')
     if not isinstance(min_negatives, int) or min_negatives < 0:
@@ -79,9 +82,7 @@ def hard_negative_mask(losses: Tensor, positive: Tensor, negative: Tensor,
         (B, A) bool: per image, the min(max(floor(ratio * P), min_negatives), N) negatives
         with the highest loss, where P and N count positives and candidate negatives.
     """
-    _check_mask('positive', positive, losses)
-    _check_mask('negative', negative, losses)
-    _check_mining_args(neg_pos_ratio, min_negatives)
+    _check_mining_inputs(losses, positive, negative, neg_pos_ratio, min_negatives)
     scores, num_pos, num_neg = _NEGATIVES_BY_LOSS(losses.detach(), positive, negative)
     return _top_per_row(scores, _negative_budget(num_pos, num_neg, neg_pos_ratio, min_negatives))
 
@@ -100,20 +101,15 @@ def soft_negative_weights(losses: Tensor, positive: Tensor, negative: Tensor,
         c = log(expm1(K / s)) - log(-expm1(-(N - K) / s)),
 
     where c is the closed form that makes the weights of the N negatives sum to K.
-
-    The temperature is measured in budgets: the edge between kept and dropped negatives is
-    about ``temperature * K`` ranks wide. Ranks make it scale-free (the same value means the
-    same early and late in training, whatever the loss). 0 is hard mining, the same mask as
-    :func:`hard_negative_mask`; 1 keeps the hardest negative at weight 0.63 and lets the
-    weight fall to 0.01 over about five budgets; as it grows the weights tend to K / N on every
-    candidate (plain cross entropy on a random-like share; ``float('inf')`` gives that).
-    The far tail whose weights add up to less than 5e-4 of K is left at 0 (so the sum is K to
-    5e-4), which spares ranking and training on those anchors (``benchmark_mining.py``: soft
-    mining at SSD300 batch 32 then costs about 1.4x hard mining instead of 1.6x).
+    The temperature is measured in budgets (the soft edge is about ``temperature * K`` ranks
+    wide); ranks make it scale-free, the same early and late in training. 0 is the mask of
+    :func:`hard_negative_mask`; 1 gives the hardest negative 0.63, falling to 0.01 over about
+    five budgets; as it grows the weights tend to K / N on every candidate (``inf``). The far
+    tail holding under 5e-4 of K is left at 0, which spares ranking and training on it
+    (``benchmark_mining.py``: soft at SSD300 batch 32 then costs 1.4x hard, not 1.6x).
 
     Args:
-        losses: (B, A) float per-anchor loss used for ranking (any float dtype; no gradient
-            flows through the weights).
+        losses: (B, A) per-anchor loss used for ranking, any float dtype (no gradient).
         positive: (B, A) bool, positive anchors (weight 0 here: the caller keeps them).
         negative: (B, A) bool, negatives that may be weighted (ignored anchors excluded).
         neg_pos_ratio: budget of negatives per positive (> 0).
@@ -121,7 +117,7 @@ def soft_negative_weights(losses: Tensor, positive: Tensor, negative: Tensor,
         min_negatives: budget even in an image with few or no positives (>= 0).
 
     Returns:
-        (B, A) weights, float32 (float64 for float64 losses): monotone in the loss (ties
+        (B, A) float32 weights (float64 for float64 losses), monotone in the loss (ties
         aside), 0 outside ``negative``, summing to K in each image.
     """
     if not temperature >= 0:
@@ -131,16 +127,13 @@ def soft_negative_weights(losses: Tensor, positive: Tensor, negative: Tensor,
     if temperature == 0:
         return hard_negative_mask(losses, positive, negative, neg_pos_ratio,
                                   min_negatives).to(dtype)
-    _check_mask('positive', positive, losses)
-    _check_mask('negative', negative, losses)
-    _check_mining_args(neg_pos_ratio, min_negatives)
+    _check_mining_inputs(losses, positive, negative, neg_pos_ratio, min_negatives)
     scores, num_pos, num_neg = _NEGATIVES_BY_LOSS(losses.detach(), positive, negative)
     budget = _negative_budget(num_pos, num_neg, neg_pos_ratio, min_negatives)
-    edge = _LogisticEdge(budget.unsqueeze(1).double(), num_neg.unsqueeze(1).double(),
-                         temperature)
+    edge = _LogisticEdge(budget[:, None].double(), num_neg[:, None].double(), temperature)
     weighed = edge.ranks_weighed()
-    # Only the ranks that carry weight are ranked: a partial top-k, not a full sort.
-    order = scores.topk(int(weighed.max()), dim=1).indices  # hardest first
+    # Only the ranks that carry weight are ranked, hardest first: a partial top-k, no sort.
+    order = scores.topk(int(weighed.max()), dim=1).indices
     ranked = edge.weights(order.shape[1], weighed, dtype)
     return torch.zeros_like(scores, dtype=dtype).scatter_(1, order, ranked)
 
@@ -286,10 +279,17 @@ def ohem_mask(losses: Tensor, boxes: Tensor, positive: Tensor, candidate: Tensor
     if neg_pos_ratio is None:
         chosen = keep & (keep.cumsum(1) <= batch_size)
     else:
-        num_pos = pos.sum(1).clamp(max=int(pos_cap))
-        num_neg = (num_pos.to(torch.float64) * neg_pos_ratio).floor().long()
-        num_neg = torch.minimum(num_neg.clamp(min=min_negatives), batch_size - num_pos)
-        chosen = ((pos & (pos.cumsum(1) <= num_pos.unsqueeze(1)))
-                  | (neg & (neg.cumsum(1) <= num_neg.unsqueeze(1))))
-    selected = torch.zeros_like(candidate)
-    return selected.scatter_(1, order[:, :pool], chosen)
+        chosen = _ohem_with_ratio(pos, neg, int(pos_cap), batch_size, neg_pos_ratio,
+                                  min_negatives)
+    return torch.zeros_like(candidate).scatter_(1, order[:, :pool], chosen)
+
+
+def _ohem_with_ratio(pos: Tensor, neg: Tensor, pos_cap: int, batch_size: int,
+                     neg_pos_ratio: float, min_negatives: int) -> Tensor:
+    """The best ``pos_cap`` positive survivors at most, then floor(ratio * kept) negatives (at
+    least ``min_negatives``) within ``batch_size``; pos / neg: (B, M) survivors, best first."""
+    num_pos = pos.sum(1).clamp(max=pos_cap)
+    num_neg = (num_pos.to(torch.float64) * neg_pos_ratio).floor().long()
+    num_neg = torch.minimum(num_neg.clamp(min=min_negatives), batch_size - num_pos)
+    return ((pos & (pos.cumsum(1) <= num_pos.unsqueeze(1)))
+            | (neg & (neg.cumsum(1) <= num_neg.unsqueeze(1))))
