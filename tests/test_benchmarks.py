@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize('args', [
     ['tools/benchmark_losses.py', '--anchors', '500', '--classes', '8', '--repeats', '1'],
     ['tools/benchmark_mining.py', '--images', '2', '--retina-anchors', '2000', '--repeats', '1'],
-], ids=['losses', 'mining'])
+    # It also checks that its selections equal mmcv's NMS, image by image.
+    ['tools/benchmark_ohem.py', '--images', '2', '--repeats', '1'],
+], ids=['losses', 'mining', 'ohem'])
 def test_benchmark_prints_its_table(args):
     env = dict(os.environ)
     if env.get('PLUGIN_COMPILE') != '0':  # a kernel that falls back to eager fails the run

@@ -43,22 +43,29 @@ def test_hard_negatives_are_the_top_by_loss(ratio, min_neg, num_anchors, mode, r
 
 
 def _sequential_nms(boxes, order, thr):
+    overlaps = bbox_overlaps(boxes, boxes).tolist()  # mmdet's IoU, not the code under test
     kept = []
     for i in order:
-        if all(bbox_overlaps(boxes[i][None], boxes[j][None]).item() <= thr for j in kept):
+        if all(overlaps[i][j] <= thr for j in kept):
             kept.append(i)
     return kept
 
 
-@pytest.mark.parametrize('batch_size,nms_thr,ratio', [(16, 0.5, None), (32, 0.7, None),
-                                                      (16, 0.5, 3.0)])
-def test_ohem_matches_sequential_greedy_nms(batch_size, nms_thr, ratio):
+# 120 anchors: one NMS pool, two blocks. 1500: the pool grows (past the cap of positives, or
+# until no positive is left beyond it, with 1 % positives; or for want of negatives, with
+# 90 %) and NMS spans many blocks.
+@pytest.mark.parametrize('num_anchors,positive_rate,batch_size,nms_thr,ratio', [
+    (120, 0.15, 16, 0.5, None), (120, 0.15, 32, 0.7, None), (120, 0.15, 16, 0.5, 3.0),
+    (1500, 0.15, 256, 0.5, None), (1500, 0.15, 128, 0.5, 3.0), (1500, 0.01, 128, 0.5, 3.0),
+    (1500, 0.9, 128, 0.3, 3.0)])
+def test_ohem_matches_sequential_greedy_nms(num_anchors, positive_rate, batch_size, nms_thr,
+                                            ratio):
     g = torch.Generator().manual_seed(batch_size)
-    num_images, num_anchors = 3, 120
-    xy = torch.rand(num_images, num_anchors, 2, generator=g) * 60
+    num_images, side = 3, 60 * (num_anchors / 120) ** 0.5
+    xy = torch.rand(num_images, num_anchors, 2, generator=g) * side
     boxes = torch.cat([xy, xy + 10 + torch.rand(num_images, num_anchors, 2, generator=g) * 20], 2)
     losses = torch.rand(num_images, num_anchors, generator=g)
-    positive = torch.rand(num_images, num_anchors, generator=g) < 0.15
+    positive = torch.rand(num_images, num_anchors, generator=g) < positive_rate
     candidate = torch.rand(num_images, num_anchors, generator=g) < 0.9
     positive &= candidate
     kept = ohem_mask(losses, boxes, positive, candidate, batch_size, nms_thr, ratio)

@@ -10,6 +10,8 @@ Everything works on (B, A) tensors at once: no Python loop over images or anchor
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor
 
@@ -209,6 +211,18 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     return inter / union.clamp(min=torch.finfo(union.dtype).tiny)
 
 
+def _overlap_exceeds(boxes1: Tensor, boxes2: Tensor, iou_threshold: float) -> Tensor:
+    """box_iou(boxes1, boxes2) > iou_threshold as inter > threshold * union: no division,
+    no (N, M, 2) corner tensors."""
+    width = (torch.minimum(boxes1[..., :, None, 2], boxes2[..., None, :, 2])
+             - torch.maximum(boxes1[..., :, None, 0], boxes2[..., None, :, 0])).clamp_(min=0)
+    height = (torch.minimum(boxes1[..., :, None, 3], boxes2[..., None, :, 3])
+              - torch.maximum(boxes1[..., :, None, 1], boxes2[..., None, :, 1])).clamp_(min=0)
+    inter = width.mul_(height)
+    union = _area(boxes1)[..., :, None] + _area(boxes2)[..., None, :] - inter
+    return inter > union.mul_(iou_threshold)
+
+
 def greedy_nms_sorted(boxes: Tensor, valid: Tensor, iou_threshold: float) -> Tensor:
     """Greedy NMS over boxes already sorted by descending score, batched.
 
@@ -218,20 +232,41 @@ def greedy_nms_sorted(boxes: Tensor, valid: Tensor, iou_threshold: float) -> Ten
         iou_threshold: a box is suppressed by a kept, better box with IoU > threshold.
 
     Returns:
-        (B, M) bool kept mask, identical to sequential greedy NMS. It iterates
-        keep <- valid & not any(kept better box overlapping), which settles one more position
-        per pass at worst and in a few passes in practice (the Cluster-NMS fixed point).
+        (B, M) bool kept mask, identical to sequential greedy NMS.
     """
-    overlaps = (box_iou(boxes, boxes) > iou_threshold).triu_(diagonal=1)
-    overlaps &= valid.unsqueeze(2)
-    keep = valid.clone()
-    for _ in range(boxes.shape[1]):
-        suppressed = torch.bmm(keep.unsqueeze(1).to(boxes.dtype), overlaps.to(boxes.dtype))
-        new_keep = valid & (suppressed.squeeze(1) == 0)
-        if torch.equal(new_keep, keep):
-            break
-        keep = new_keep
-    return keep
+    return torch.cat([valid[:, :0], *_greedy_nms_blocks(boxes, valid, iou_threshold)], 1)
+
+
+# Positions decided together by _greedy_nms_blocks. One fixed point over all M positions
+# needs hundreds of M x M passes on dense anchors; blocks of 64, compared only with the boxes
+# kept before them, are 10-40x faster (tools/benchmark_ohem.py, docs/benchmarks.md).
+_NMS_BLOCK = 64
+
+
+def _greedy_nms_blocks(boxes: Tensor, valid: Tensor, iou_threshold: float) -> Iterator[Tensor]:
+    """The kept masks of greedy_nms_sorted, (B, <= _NMS_BLOCK) at a time, best first: a
+    caller may stop early, since a verdict depends on better boxes only."""
+    kept_boxes, kept = boxes[:, :0], valid[:, :0]  # the kept boxes so far (padded, flagged)
+    for start in range(0, boxes.shape[1], _NMS_BLOCK):
+        block = boxes[:, start:start + _NMS_BLOCK]
+        earlier = _overlap_exceeds(block, kept_boxes, iou_threshold) & kept[:, None, :]
+        alive = valid[:, start:start + _NMS_BLOCK] & ~earlier.any(2)
+        # Within the block: keep <- alive & no kept better box overlapping, to the fixed point
+        # (each pass settles at least one more position; a few passes in practice).
+        inner = _overlap_exceeds(block, block, iou_threshold).tril_(diagonal=-1)
+        block_keep = alive
+        for _ in range(block.shape[1]):
+            settled = alive & ~(inner & block_keep[:, None, :]).any(2)
+            if torch.equal(settled, block_keep):
+                break
+            block_keep = settled
+        yield block_keep
+        # Only kept boxes suppress later ones: carry them on, packed to the front.
+        packed = block_keep.byte().argsort(dim=1, descending=True, stable=True)
+        packed = packed[:, :int(block_keep.sum(1).max())]
+        packed_boxes = block.gather(1, packed.unsqueeze(2).expand(-1, -1, 4))
+        kept_boxes = torch.cat([kept_boxes, packed_boxes], 1)
+        kept = torch.cat([kept, block_keep.gather(1, packed)], 1)
 
 
 def ohem_mask(losses: Tensor, boxes: Tensor, positive: Tensor, candidate: Tensor,
@@ -257,39 +292,44 @@ def ohem_mask(losses: Tensor, boxes: Tensor, positive: Tensor, candidate: Tensor
     """
     _check_mask('positive', positive, losses)
     _check_mask('candidate', candidate, losses)
-    num_anchors = losses.shape[1]
+    if losses.shape[1] == 0:
+        return candidate.clone()
     order = losses.detach().masked_fill(~candidate, float('-inf')).argsort(dim=1, descending=True)
     sorted_valid = candidate.gather(1, order)
     sorted_pos = positive.gather(1, order) & sorted_valid
     sorted_boxes = boxes.gather(1, order.unsqueeze(2).expand(-1, -1, 4))
     if neg_pos_ratio is not None:
         pos_cap = -(-batch_size // (1 + neg_pos_ratio))  # ceil
-    pool = min(num_anchors, max(4 * batch_size, 256))
-    while True:
-        # Greedy NMS decides a position from better positions only: a prefix is exact.
-        keep = greedy_nms_sorted(sorted_boxes[:, :pool], sorted_valid[:, :pool], nms_thr)
-        pos, neg = keep & sorted_pos[:, :pool], keep & ~sorted_pos[:, :pool]
+    keep = sorted_valid[:, :0]
+    for block_keep in _greedy_nms_blocks(sorted_boxes, sorted_valid, nms_thr):
+        # NMS decides a position from better positions only: stop once the survivors so far
+        # hold every one the selection takes.
+        keep = torch.cat([keep, block_keep], 1)
+        seen = keep.shape[1]
+        pos, neg = keep & sorted_pos[:, :seen], keep & ~sorted_pos[:, :seen]
         if neg_pos_ratio is None:
             enough = keep.sum(1) >= batch_size
         else:
-            enough = (pos.sum(1) >= pos_cap) & (neg.sum(1) >= batch_size)
-        if pool == num_anchors or bool(enough.all()):
+            num_pos, num_neg = _ratio_counts(pos, int(pos_cap), batch_size, neg_pos_ratio,
+                                             min_negatives)
+            # The positives are settled at the cap, or when none is left beyond.
+            settled = (num_pos == pos_cap) | ~sorted_pos[:, seen:].any(1)
+            enough = settled & (neg.sum(1) >= num_neg)
+        if bool(enough.all()):
             break
-        pool = min(num_anchors, 2 * pool)
     if neg_pos_ratio is None:
         chosen = keep & (keep.cumsum(1) <= batch_size)
     else:
-        chosen = _ohem_with_ratio(pos, neg, int(pos_cap), batch_size, neg_pos_ratio,
-                                  min_negatives)
-    return torch.zeros_like(candidate).scatter_(1, order[:, :pool], chosen)
+        chosen = ((pos & (pos.cumsum(1) <= num_pos.unsqueeze(1)))
+                  | (neg & (neg.cumsum(1) <= num_neg.unsqueeze(1))))
+    return torch.zeros_like(candidate).scatter_(1, order[:, :seen], chosen)
 
 
-def _ohem_with_ratio(pos: Tensor, neg: Tensor, pos_cap: int, batch_size: int,
-                     neg_pos_ratio: float, min_negatives: int) -> Tensor:
-    """The best ``pos_cap`` positive survivors at most, then floor(ratio * kept) negatives (at
-    least ``min_negatives``) within ``batch_size``; pos / neg: (B, M) survivors, best first."""
+def _ratio_counts(pos: Tensor, pos_cap: int, batch_size: int, neg_pos_ratio: float,
+                  min_negatives: int) -> tuple[Tensor, Tensor]:
+    """(B,) positives and negatives OHEM with a ratio keeps: the best ``pos_cap`` positive
+    survivors at most, then floor(ratio * kept) negatives (at least ``min_negatives``) within
+    ``batch_size``; pos: (B, M) positive survivors."""
     num_pos = pos.sum(1).clamp(max=pos_cap)
     num_neg = (num_pos.to(torch.float64) * neg_pos_ratio).floor().long()
-    num_neg = torch.minimum(num_neg.clamp(min=min_negatives), batch_size - num_pos)
-    return ((pos & (pos.cumsum(1) <= num_pos.unsqueeze(1)))
-            | (neg & (neg.cumsum(1) <= num_neg.unsqueeze(1))))
+    return num_pos, torch.minimum(num_neg.clamp(min=min_negatives), batch_size - num_pos)
