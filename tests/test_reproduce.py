@@ -110,13 +110,27 @@ def test_orderings_margin_in_units_of_the_seed_spread():
                + _records('table1d_ohem_b128_nms05', [0.45, 0.47, 0.49]))
     got = {o.claim: o for o in check_orderings(records)}
     assert len(got) == 2  # no 1:3 mining run: that claim is left out
-    ce = got['focal loss (gamma 2, alpha .25) above the best alpha-balanced CE']
+    ce = got['the paper: focal loss (gamma 2, alpha .25) above the best alpha-balanced CE']
     assert ce.worse == 'table1b_fl_gamma0_alpha75' and ce.held
     spread = math.sqrt((0.02 ** 2 + 0.01 ** 2) / 2)
     assert ce.margin == pytest.approx(0.06) and ce.margin_in_spread == pytest.approx(
         0.06 / spread)
-    ohem = got['focal loss above the best OHEM']
+    ohem = got['the paper: focal loss above the best OHEM']
     assert not ohem.held and ohem.margin_in_spread == pytest.approx(-0.05 / 0.02)
+
+
+def test_negatives_orderings_take_the_best_temperature_and_stay_in_their_report():
+    neg = 'retinanet_r18_quick_'
+    records = (_records(neg + 'ce_hard1to3', [0.30, 0.31, 0.32])
+               + _records(neg + 'ce_soft_t1', [0.33, 0.35, 0.37])
+               + _records(neg + 'ce_soft_t100', [0.20, 0.21, 0.22])
+               + _records('table1b_fl_gamma2_alpha25', [0.40, 0.42, 0.44])
+               + _records('table1d_ce_hard_negative_1to3', [0.38, 0.39, 0.40]))
+    got = {o.claim: o for o in check_orderings(records, among={neg + 'ce_soft_t1'})}
+    assert list(got) == ['negatives: soft mining at its best temperature above hard 1:3 mining']
+    soft = got['negatives: soft mining at its best temperature above hard 1:3 mining']
+    assert (soft.better, soft.worse) == (neg + 'ce_soft_t1', neg + 'ce_hard1to3')
+    assert soft.margin == pytest.approx(0.04) and soft.held
 
 
 def _tool(args: list[str], **kwargs) -> subprocess.CompletedProcess:

@@ -1,5 +1,6 @@
 """A suite's tables and figure: mean and spread over seeds beside the published number, and
-the focal-loss paper's orderings, each margin in units of the seed-to-seed spread."""
+the orderings it bears on (the focal-loss paper's, the negatives grid's), each margin in units
+of the seed-to-seed spread."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .records import METRIC_KEYS, Summary, summarize, write_json
-from .suites import ALPHA_BALANCED_CE, FOCAL_LOSS, HARD_NEGATIVE_1TO3, OHEM, Suite
+from .suites import CLAIMS, Suite
 
 __all__ = ['Ordering', 'check_orderings', 'write_suite_report']
 
@@ -33,24 +34,23 @@ def _best(summaries: dict[str, Summary], names: tuple[str, ...]) -> Summary | No
     return max(present, key=lambda s: s.mean['AP'], default=None)
 
 
-def check_orderings(records: list[dict[str, Any]]) -> list[Ordering]:
-    """The paper's orderings among ``records`` (any suite of one scale); a claim whose two
-    sides were not both run is left out."""
+def check_orderings(records: list[dict[str, Any]],
+                    among: set[str] | None = None) -> list[Ordering]:
+    """The orderings of :data:`CLAIMS` among ``records`` (any suites of one scale); a claim
+    whose two sides were not both run, or (given ``among``) that names none of those configs,
+    is left out."""
     names = {r['name'] for r in records}
     summaries = {n: summarize(records, n) for n in names}
-    focal = summaries.get(FOCAL_LOSS)
-    claims = [('focal loss (gamma 2, alpha .25) above the best alpha-balanced CE',
-               _best(summaries, ALPHA_BALANCED_CE)),
-              ('focal loss above CE with 1:3 hard negative mining',
-               summaries.get(HARD_NEGATIVE_1TO3)),
-              ('focal loss above the best OHEM', _best(summaries, OHEM))]
     out = []
-    for claim, other in claims:
-        if focal is None or other is None:
+    for claim in CLAIMS:
+        if among is not None and among.isdisjoint(claim.better + claim.worse):
             continue
-        margin = focal.mean['AP'] - other.mean['AP']
-        spread = math.sqrt((focal.std['AP'] ** 2 + other.std['AP'] ** 2) / 2)
-        out.append(Ordering(claim=claim, better=focal.name, worse=other.name,
+        better, worse = _best(summaries, claim.better), _best(summaries, claim.worse)
+        if better is None or worse is None:
+            continue
+        margin = better.mean['AP'] - worse.mean['AP']
+        spread = math.sqrt((better.std['AP'] ** 2 + worse.std['AP'] ** 2) / 2)
+        out.append(Ordering(claim=claim.text, better=better.name, worse=worse.name,
                             margin=margin, spread=spread,
                             margin_in_spread=margin / spread if spread > 0 else math.nan,
                             held=margin > 0))
@@ -80,11 +80,13 @@ def _markdown(suite: Suite, scale: str, summaries: list[tuple[Any, Summary | Non
         seeds = ' '.join(map(str, summary.seeds))
         cells = ' | '.join(_cell(summary, m) for m in METRIC_KEYS)
         lines.append(f'| {entry.name} | {seeds} | {cells} | {ref} |')
-    lines += ['', "## The paper's orderings", '']
+    lines += ['', '## Orderings', '']
     if not orderings:
-        lines.append('None checkable yet: focal loss and its comparison were not both run.')
+        lines.append('None checkable yet: no claim had both of its sides run.')
     for o in orderings:
         verdict = 'held' if o.held else 'did not hold'
+        if abs(o.margin_in_spread) < 1:
+            verdict += ' (within one seed spread: not separated)'
         lines.append(f'- {o.claim}: {verdict}; {o.better} - {o.worse} = {o.margin:+.3f} AP, '
                      f'{o.margin_in_spread:+.1f} x the seed spread ({o.spread:.3f}).')
     return '\n'.join(lines) + '\n'
@@ -123,12 +125,12 @@ def _plot(suite: Suite, scale: str, records: list[dict[str, Any]],
 def write_suite_report(suite: Suite, scale: str, records: list[dict[str, Any]],
                        suite_dir: Path, plot: bool = True) -> None:
     """Write ``results.json`` and ``results.md`` (and ``results.png`` when ``plot``) for the
-    suite's entries at ``scale``; orderings use every record given."""
+    suite's entries at ``scale``; the orderings that name one of them use every record given."""
     entries = suite.entries_at(scale)
     names = {e.name for e in entries}
     mine = [r for r in records if r['name'] in names]
     summaries = [(e, summarize(mine, e.name)) for e in entries]
-    orderings = check_orderings(records)
+    orderings = check_orderings(records, among=names)
     commits = sorted({r['commit'] for r in mine})
     write_json(suite_dir / 'results.json', {
         'suite': suite.name, 'scale': scale, 'commits': commits,
