@@ -3,8 +3,8 @@ from .equalized_focal import equalized_focal_gammas, equalized_focal_loss
 from .fast import compile_enabled, kernel_report
 from .fast.targets import upcast
 from .focal import focal_loss_star, poly1_focal_loss, sigmoid_focal_loss, softmax_focal_loss
-from .mining import (box_iou, greedy_nms_sorted, hard_negative_mask, ohem_mask,
-                     soft_negative_weights)
+from .mining import hard_negative_mask, ohem_mask, soft_negative_weights
+from .nms import box_iou, greedy_nms_sorted
 from .params import (REDUCTIONS, EqualizedFocalParams, FocalStarParams, Poly1FocalParams,
                      SigmoidFocalParams, SoftmaxFocalParams, check_alpha, check_reduction)
 from .row_gather import RowGather

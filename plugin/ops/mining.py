@@ -10,15 +10,13 @@ Everything works on (B, A) tensors at once: no Python loop over images or anchor
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-
 import torch
 from torch import Tensor
 
 from .fast import CompiledKernel
+from .nms import greedy_nms_blocks
 
-__all__ = ['hard_negative_mask', 'soft_negative_weights', 'ohem_mask', 'box_iou',
-           'greedy_nms_sorted']
+__all__ = ['hard_negative_mask', 'soft_negative_weights', 'ohem_mask']
 
 
 def _check_mask(name: str, mask: Tensor, like: Tensor) -> None:
@@ -194,81 +192,6 @@ def _softplus_difference(u: Tensor, v: Tensor) -> Tensor:
             + torch.log1p(torch.exp(-u.abs())) - torch.log1p(torch.exp(-v.abs())))
 
 
-def _area(boxes: Tensor) -> Tensor:
-    width = (boxes[..., 2] - boxes[..., 0]).clamp(min=0)
-    return width * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)
-
-
-def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """IoU of (..., N, 4) and (..., M, 4) boxes in (x1, y1, x2, y2): shape (..., N, M)."""
-    area1 = _area(boxes1)
-    area2 = _area(boxes2)
-    top_left = torch.maximum(boxes1[..., :, None, :2], boxes2[..., None, :, :2])
-    bottom_right = torch.minimum(boxes1[..., :, None, 2:], boxes2[..., None, :, 2:])
-    wh = (bottom_right - top_left).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area1[..., :, None] + area2[..., None, :] - inter
-    return inter / union.clamp(min=torch.finfo(union.dtype).tiny)
-
-
-def _overlap_exceeds(boxes1: Tensor, boxes2: Tensor, iou_threshold: float) -> Tensor:
-    """box_iou(boxes1, boxes2) > iou_threshold as inter > threshold * union: no division,
-    no (N, M, 2) corner tensors."""
-    width = (torch.minimum(boxes1[..., :, None, 2], boxes2[..., None, :, 2])
-             - torch.maximum(boxes1[..., :, None, 0], boxes2[..., None, :, 0])).clamp_(min=0)
-    height = (torch.minimum(boxes1[..., :, None, 3], boxes2[..., None, :, 3])
-              - torch.maximum(boxes1[..., :, None, 1], boxes2[..., None, :, 1])).clamp_(min=0)
-    inter = width.mul_(height)
-    union = _area(boxes1)[..., :, None] + _area(boxes2)[..., None, :] - inter
-    return inter > union.mul_(iou_threshold)
-
-
-def greedy_nms_sorted(boxes: Tensor, valid: Tensor, iou_threshold: float) -> Tensor:
-    """Greedy NMS over boxes already sorted by descending score, batched.
-
-    Args:
-        boxes: (B, M, 4) boxes, best first in each row.
-        valid: (B, M) bool, boxes taking part.
-        iou_threshold: a box is suppressed by a kept, better box with IoU > threshold.
-
-    Returns:
-        (B, M) bool kept mask, identical to sequential greedy NMS.
-    """
-    return torch.cat([valid[:, :0], *_greedy_nms_blocks(boxes, valid, iou_threshold)], 1)
-
-
-# Positions decided together by _greedy_nms_blocks. One fixed point over all M positions
-# needs hundreds of M x M passes on dense anchors; blocks of 64, compared only with the boxes
-# kept before them, are 10-40x faster (tools/benchmark_ohem.py, docs/benchmarks.md).
-_NMS_BLOCK = 64
-
-
-def _greedy_nms_blocks(boxes: Tensor, valid: Tensor, iou_threshold: float) -> Iterator[Tensor]:
-    """The kept masks of greedy_nms_sorted, (B, <= _NMS_BLOCK) at a time, best first: a
-    caller may stop early, since a verdict depends on better boxes only."""
-    kept_boxes, kept = boxes[:, :0], valid[:, :0]  # the kept boxes so far (padded, flagged)
-    for start in range(0, boxes.shape[1], _NMS_BLOCK):
-        block = boxes[:, start:start + _NMS_BLOCK]
-        earlier = _overlap_exceeds(block, kept_boxes, iou_threshold) & kept[:, None, :]
-        alive = valid[:, start:start + _NMS_BLOCK] & ~earlier.any(2)
-        # Within the block: keep <- alive & no kept better box overlapping, to the fixed point
-        # (each pass settles at least one more position; a few passes in practice).
-        inner = _overlap_exceeds(block, block, iou_threshold).tril_(diagonal=-1)
-        block_keep = alive
-        for _ in range(block.shape[1]):
-            settled = alive & ~(inner & block_keep[:, None, :]).any(2)
-            if torch.equal(settled, block_keep):
-                break
-            block_keep = settled
-        yield block_keep
-        # Only kept boxes suppress later ones: carry them on, packed to the front.
-        packed = block_keep.byte().argsort(dim=1, descending=True, stable=True)
-        packed = packed[:, :int(block_keep.sum(1).max())]
-        packed_boxes = block.gather(1, packed.unsqueeze(2).expand(-1, -1, 4))
-        kept_boxes = torch.cat([kept_boxes, packed_boxes], 1)
-        kept = torch.cat([kept, block_keep.gather(1, packed)], 1)
-
-
 def ohem_mask(losses: Tensor, boxes: Tensor, positive: Tensor, candidate: Tensor,
               batch_size: int, nms_thr: float, neg_pos_ratio: float | None = None,
               min_negatives: int = 0) -> Tensor:
@@ -298,38 +221,38 @@ def ohem_mask(losses: Tensor, boxes: Tensor, positive: Tensor, candidate: Tensor
     sorted_valid = candidate.gather(1, order)
     sorted_pos = positive.gather(1, order) & sorted_valid
     sorted_boxes = boxes.gather(1, order.unsqueeze(2).expand(-1, -1, 4))
-    if neg_pos_ratio is not None:
-        pos_cap = -(-batch_size // (1 + neg_pos_ratio))  # ceil
+    # ceil(batch_size / (1 + ratio)) positives at most
+    pos_cap = None if neg_pos_ratio is None else int(-(-batch_size // (1 + neg_pos_ratio)))
     keep = sorted_valid[:, :0]
-    for block_keep in _greedy_nms_blocks(sorted_boxes, sorted_valid, nms_thr):
+    for block_keep in greedy_nms_blocks(sorted_boxes, sorted_valid, nms_thr):
         # NMS decides a position from better positions only: stop once the survivors so far
         # hold every one the selection takes.
         keep = torch.cat([keep, block_keep], 1)
-        seen = keep.shape[1]
-        pos, neg = keep & sorted_pos[:, :seen], keep & ~sorted_pos[:, :seen]
-        if neg_pos_ratio is None:
-            enough = keep.sum(1) >= batch_size
-        else:
-            num_pos, num_neg = _ratio_counts(pos, int(pos_cap), batch_size, neg_pos_ratio,
-                                             min_negatives)
-            # The positives are settled at the cap, or when none is left beyond.
-            settled = (num_pos == pos_cap) | ~sorted_pos[:, seen:].any(1)
-            enough = settled & (neg.sum(1) >= num_neg)
-        if bool(enough.all()):
+        chosen, final = _ohem_selection(keep, sorted_pos, batch_size, pos_cap, neg_pos_ratio,
+                                        min_negatives)
+        if bool(final.all()):
             break
+    return torch.zeros_like(candidate).scatter_(1, order[:, :keep.shape[1]], chosen)
+
+
+def _ohem_selection(keep: Tensor, sorted_pos: Tensor, batch_size: int, pos_cap: int | None,
+                    neg_pos_ratio: float | None, min_negatives: int) -> tuple[Tensor, Tensor]:
+    """What OHEM takes of the NMS survivors ``keep`` ((B, M) bool, the first M positions of
+    the ranking, best first) and, (B,) bool, whether positions further down could change it.
+
+    Without a ratio: the top ``batch_size`` survivors. With one: the best ``pos_cap``
+    positive survivors at most, then floor(ratio * kept) negatives (at least
+    ``min_negatives``) within ``batch_size``.
+    """
     if neg_pos_ratio is None:
-        chosen = keep & (keep.cumsum(1) <= batch_size)
-    else:
-        chosen = ((pos & (pos.cumsum(1) <= num_pos.unsqueeze(1)))
-                  | (neg & (neg.cumsum(1) <= num_neg.unsqueeze(1))))
-    return torch.zeros_like(candidate).scatter_(1, order[:, :seen], chosen)
-
-
-def _ratio_counts(pos: Tensor, pos_cap: int, batch_size: int, neg_pos_ratio: float,
-                  min_negatives: int) -> tuple[Tensor, Tensor]:
-    """(B,) positives and negatives OHEM with a ratio keeps: the best ``pos_cap`` positive
-    survivors at most, then floor(ratio * kept) negatives (at least ``min_negatives``) within
-    ``batch_size``; pos: (B, M) positive survivors."""
+        return keep & (keep.cumsum(1) <= batch_size), keep.sum(1) >= batch_size
+    seen = keep.shape[1]
+    pos, neg = keep & sorted_pos[:, :seen], keep & ~sorted_pos[:, :seen]
     num_pos = pos.sum(1).clamp(max=pos_cap)
     num_neg = (num_pos.to(torch.float64) * neg_pos_ratio).floor().long()
-    return num_pos, torch.minimum(num_neg.clamp(min=min_negatives), batch_size - num_pos)
+    num_neg = torch.minimum(num_neg.clamp(min=min_negatives), batch_size - num_pos)
+    chosen = ((pos & (pos.cumsum(1) <= num_pos.unsqueeze(1)))
+              | (neg & (neg.cumsum(1) <= num_neg.unsqueeze(1))))
+    # The positives are settled at the cap, or when none is left further down.
+    settled = (num_pos == pos_cap) | ~sorted_pos[:, seen:].any(1)
+    return chosen, settled & (neg.sum(1) >= num_neg)
