@@ -194,6 +194,22 @@ def test_one_run_writes_its_record_and_a_second_call_skips_it(tiny_data, tmp_pat
     assert json.loads((run / 'results.json').read_text()) == record
 
 
+def test_a_record_names_the_code_that_trained_it(tmp_path):
+    from plugin.repro.runner import _note_commit
+
+    run = tmp_path / 'run'
+    run.mkdir()
+    (run / 'run.json').write_text(json.dumps({'name': 'x', 'commit': 'aaaaaaa'}))
+    _note_commit(run, 'bbbbbbb')  # a fresh start: only the code that runs it
+    assert json.loads((run / 'run.json').read_text())['commit'] == 'bbbbbbb'
+    (run / 'last_checkpoint').write_text('iter_100.pth')
+    _note_commit(run, 'ccccccc')  # resumed from a checkpoint that other code wrote
+    assert json.loads((run / 'run.json').read_text()) == {'name': 'x',
+                                                           'commit': 'bbbbbbb+ccccccc'}
+    _note_commit(run, 'ccccccc')  # resumed again by the same code
+    assert json.loads((run / 'run.json').read_text())['commit'] == 'bbbbbbb+ccccccc'
+
+
 @pytest.mark.slow
 def test_tiny_suite_resumes_a_run_killed_partway(tiny_data, tmp_path):
     names = ['table1b_fl_gamma2_alpha25', 'table1d_ce_hard_negative_1to3']

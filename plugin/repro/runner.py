@@ -98,6 +98,16 @@ def _prepare(run_dir: Path, cfg_text: str, cfg: Any, run: dict[str, Any]) -> Non
     write_json(spec_file, {'config': cfg_text})
 
 
+def _note_commit(run_dir: Path, commit: str) -> None:
+    """Make the run's ``commit`` the code about to train it: 'OLD+NEW' when it resumes a
+    checkpoint that other code wrote (the folder keeps the commit that made it until then)."""
+    run = json.loads((run_dir / RUN_FILE).read_text())
+    trained = run['commit'].split('+') if (run_dir / 'last_checkpoint').is_file() else []
+    if commit not in trained:
+        trained.append(commit)
+    write_json(run_dir / RUN_FILE, {**run, 'commit': '+'.join(trained)})
+
+
 def _minutes(seconds: float) -> str:
     return f'{seconds / 60:.1f} min'
 
@@ -165,6 +175,7 @@ def run_suite(suite: Suite, options: ScaleOptions, seeds: list[int], out: Path,
         if dry_run:
             print(' '.join(command))
             continue
+        _note_commit(run_dir, commit)
         run_start = time.perf_counter()
         with open(run_dir / 'worker.log', 'a') as log:
             status = subprocess.run(command, cwd=repo, env=env, stdout=log,
