@@ -1,5 +1,6 @@
-"""The main job end to end: `mim train mmdet <quick-start config>` on generated data, and the
-same model on real images (coco128), each for a few iterations ending in COCO evaluation."""
+"""The main job end to end: `mim train mmdet <quick-start config>` on generated data (then
+mmdet's `analyze_logs plot_curve` on its log), and the same model on real images (coco128),
+each for a few iterations ending in COCO evaluation."""
 import re
 import shutil
 import subprocess
@@ -44,6 +45,12 @@ def test_mim_train_quickstart_ends_in_coco_evaluation(tmp_path):
                     f'test_evaluator.ann_file={data}/annotations/instances_val.json'])], ROOT)
     assert 'Iter(train) [4/4]' in log and 'eta:' in log
     assert COCO_METRIC.search(log), log[-3000:]
+    # mmdet's own log analysis on that run (it needs seaborn, which the setup installs).
+    scalars = next((tmp_path / 'work').glob('*/vis_data/scalars.json'))
+    curve = tmp_path / 'loss_cls.png'
+    _run([mim, 'run', 'mmdet', 'analyze_logs', 'plot_curve', str(scalars), '--keys',
+          'loss_cls', '--out', str(curve)], ROOT)
+    assert curve.stat().st_size > 0
 
 
 @pytest.mark.skipif(not COCO128.is_dir(), reason=f'{COCO128} is absent (shared test data)')
