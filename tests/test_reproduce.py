@@ -131,6 +131,7 @@ def test_negatives_orderings_take_the_best_temperature_and_stay_in_their_report(
     soft = got['negatives: soft mining at its best temperature above hard 1:3 mining']
     assert (soft.better, soft.worse) == (neg + 'ce_soft_t1', neg + 'ce_hard1to3')
     assert soft.margin == pytest.approx(0.04) and soft.held
+    assert soft.seed_differences == pytest.approx((0.03, 0.04, 0.05))
 
 
 def _tool(args: list[str], **kwargs) -> subprocess.CompletedProcess:

@@ -27,6 +27,7 @@ class Ordering:
     spread: float
     margin_in_spread: float
     held: bool
+    seed_differences: tuple[float, ...] = ()  # better - worse, seed by seed, where both ran
 
 
 def _best(summaries: dict[str, Summary], names: tuple[str, ...]) -> Summary | None:
@@ -53,8 +54,19 @@ def check_orderings(records: list[dict[str, Any]],
         out.append(Ordering(claim=claim.text, better=better.name, worse=worse.name,
                             margin=margin, spread=spread,
                             margin_in_spread=margin / spread if spread > 0 else math.nan,
-                            held=margin > 0))
+                            held=margin > 0,
+                            seed_differences=_seed_differences(records, better.name,
+                                                               worse.name)))
     return out
+
+
+def _seed_differences(records: list[dict[str, Any]], better: str,
+                      worse: str) -> tuple[float, ...]:
+    """AP of ``better`` minus ``worse`` for each seed both ran (a seed fixes the initial
+    weights and the data order, so these pairs share part of their noise)."""
+    ap = {(r['name'], r['seed']): r['AP'] for r in records}
+    seeds = sorted({s for n, s in ap if n == better} & {s for n, s in ap if n == worse})
+    return tuple(round(ap[better, s] - ap[worse, s], 6) for s in seeds)
 
 
 def _cell(summary: Summary, metric: str) -> str:
@@ -87,8 +99,10 @@ def _markdown(suite: Suite, scale: str, summaries: list[tuple[Any, Summary | Non
         verdict = 'held' if o.held else 'did not hold'
         if abs(o.margin_in_spread) < 1:
             verdict += ' (within one seed spread: not separated)'
+        by_seed = ' '.join(f'{d:+.3f}' for d in o.seed_differences)
         lines.append(f'- {o.claim}: {verdict}; {o.better} - {o.worse} = {o.margin:+.3f} AP, '
-                     f'{o.margin_in_spread:+.1f} x the seed spread ({o.spread:.3f}).')
+                     f'{o.margin_in_spread:+.1f} x the seed spread ({o.spread:.3f}); '
+                     f'seed by seed: {by_seed or "no common seed"}.')
     return '\n'.join(lines) + '\n'
 
 
