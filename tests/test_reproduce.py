@@ -254,3 +254,15 @@ def test_coco128_scale_runs_end_to_end(tmp_path):
     record = json.loads((tmp_path / 'coco128/runs/table1b_fl_gamma2_alpha25/seed0/'
                          'results.json').read_text())
     assert record['scale'] == 'coco128' and 0 <= record['AP'] <= 1
+
+
+def test_continuum_plot_reads_a_negatives_report(tmp_path):
+    names = ['ce_hard1to3', 'ce_soft_t1', 'ce_soft_t100', 'ce_alpha75', 'focal']
+    runs = [{'name': 'retinanet_r18_quick_' + n, 'seed': seed, 'AP': 0.3 + 0.01 * seed}
+            for n in names for seed in (0, 1)]
+    results = tmp_path / 'results.json'
+    results.write_text(json.dumps({'runs': runs}))
+    out = subprocess.run([sys.executable, 'tools/plot_negatives_continuum.py', '--results',
+                          str(results)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (tmp_path / 'continuum.png').stat().st_size > 0
