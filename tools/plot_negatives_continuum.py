@@ -22,7 +22,7 @@ PREFIX = 'retinanet_r18_quick_'
 CONTINUUM = {'ce_hard1to3': (-2.0, 'hard\n(T = 0)'), 'ce_soft_t01': (-1.0, '0.1'),
              'ce_soft_t1': (0.0, '1'), 'ce_soft_t10': (1.0, '10'),
              'ce_soft_t100': (2.0, '100')}
-BANDS = {'ce_alpha75': ('no mining (alpha-balanced CE)', 'C3'),
+BANDS = {'ce_alpha75': ('no mining (CE, alpha .75)', 'C3'),
          'focal': ('focal loss (gamma 2, alpha .25)', 'C2')}
 
 
