@@ -15,20 +15,26 @@ import functools
 
 import torch
 from mmcv.ops import nms
-from mmdet.models.task_modules.prior_generators import AnchorGenerator
+from mmdet.registry import TASK_UTILS
+from mmengine.config import Config
 
 from _bench import measure_all, print_table
+import plugin  # noqa: F401  (registers the plugin's types the config names)
 from plugin.ops import ohem_mask
 
+QUICK_SCALE = 'configs/_base_/quick_scale.py'
+IMAGE_SIZE = 128
 # (batch_size, nms_thr, neg_pos_ratio), as in configs/ablations/table1d_*.
 SETTINGS = [(128, 0.5, None), (256, 0.7, None), (128, 0.7, None), (512, 0.5, None),
             (128, 0.5, 3.0)]
 
 
 def quick_scale_anchors(num_images: int) -> torch.Tensor:
-    generator = AnchorGenerator(octave_base_scale=1, scales_per_octave=3,
-                                ratios=[0.5, 1.0, 2.0], strides=[8, 16, 32])
-    anchors = torch.cat(generator.grid_priors([(16, 16), (8, 8), (4, 4)], device='cpu'))
+    """The anchors of one quick-scale image (its config's generator, 128 px), per image."""
+    cfg = Config.fromfile(QUICK_SCALE)
+    generator = TASK_UTILS.build(cfg.model.bbox_head.anchor_generator)
+    sizes = [(IMAGE_SIZE // h, IMAGE_SIZE // w) for h, w in generator.strides]
+    anchors = torch.cat(generator.grid_priors(sizes, device='cpu'))
     return anchors.expand(num_images, -1, -1).contiguous()
 
 

@@ -18,27 +18,26 @@ def _area(boxes: Tensor) -> Tensor:
     return width * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)
 
 
-def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """IoU of (..., N, 4) and (..., M, 4) boxes in (x1, y1, x2, y2): shape (..., N, M)."""
-    area1 = _area(boxes1)
-    area2 = _area(boxes2)
-    top_left = torch.maximum(boxes1[..., :, None, :2], boxes2[..., None, :, :2])
-    bottom_right = torch.minimum(boxes1[..., :, None, 2:], boxes2[..., None, :, 2:])
-    wh = (bottom_right - top_left).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area1[..., :, None] + area2[..., None, :] - inter
-    return inter / union.clamp(min=torch.finfo(union.dtype).tiny)
-
-
-def _overlap_exceeds(boxes1: Tensor, boxes2: Tensor, iou_threshold: float) -> Tensor:
-    """box_iou(boxes1, boxes2) > iou_threshold as inter > threshold * union: no division,
-    no (N, M, 2) corner tensors."""
+def _intersection_and_union(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
+    """Areas of intersection and union of (..., N, 4) and (..., M, 4) boxes: (..., N, M) each,
+    one coordinate at a time (no (N, M, 2) corner tensors)."""
     width = (torch.minimum(boxes1[..., :, None, 2], boxes2[..., None, :, 2])
              - torch.maximum(boxes1[..., :, None, 0], boxes2[..., None, :, 0])).clamp_(min=0)
     height = (torch.minimum(boxes1[..., :, None, 3], boxes2[..., None, :, 3])
               - torch.maximum(boxes1[..., :, None, 1], boxes2[..., None, :, 1])).clamp_(min=0)
     inter = width.mul_(height)
-    union = _area(boxes1)[..., :, None] + _area(boxes2)[..., None, :] - inter
+    return inter, _area(boxes1)[..., :, None] + _area(boxes2)[..., None, :] - inter
+
+
+def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """IoU of (..., N, 4) and (..., M, 4) boxes in (x1, y1, x2, y2): shape (..., N, M)."""
+    inter, union = _intersection_and_union(boxes1, boxes2)
+    return inter / union.clamp(min=torch.finfo(union.dtype).tiny)
+
+
+def _overlap_exceeds(boxes1: Tensor, boxes2: Tensor, iou_threshold: float) -> Tensor:
+    """box_iou(boxes1, boxes2) > iou_threshold, as inter > threshold * union (no division)."""
+    inter, union = _intersection_and_union(boxes1, boxes2)
     return inter > union.mul_(iou_threshold)
 
 
