@@ -18,14 +18,19 @@ group, defaults to the nccl backend, and pins ``MMDistributedDataParallel`` to a
 :func:`resume_complete_checkpoints` makes ``--resume`` (without a path) survive a crash
 while a checkpoint was written: mmengine resumes from whatever ``last_checkpoint`` names,
 and fails on a truncated file or an empty pointer.
+
+:func:`close_process_group_at_exit` keeps a finished multi-process run from aborting on its
+way out: mmengine never destroys the process group it creates.
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import pickle
 import re
+import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -33,8 +38,8 @@ from typing import Any
 
 import torch
 
-__all__ = ['allow_cpu_launch', 'allow_mmengine_checkpoints', 'newest_complete_checkpoint',
-           'resume_complete_checkpoints']
+__all__ = ['allow_cpu_launch', 'allow_mmengine_checkpoints', 'close_process_group_at_exit',
+           'newest_complete_checkpoint', 'resume_complete_checkpoints']
 
 # HistoryBuffer.__getstate__ saves its class-level table of statistics methods. Pickle
 # protocol 2 (torch's default) writes a method such as ``HistoryBuffer.mean`` as
@@ -237,3 +242,31 @@ def resume_complete_checkpoints() -> None:
     if not getattr(runner.find_latest_checkpoint, 'plugin_complete_checkpoints', False):
         # Runner.load_or_resume looks the function up in its module at call time.
         runner.find_latest_checkpoint = _find_complete_checkpoint(runner.find_latest_checkpoint)
+
+
+def _destroy_process_group_after_clean_exit() -> None:
+    # After an uncaught exception Python sets sys.last_value before the exit handlers run;
+    # destroying then would wait for queued collectives whose peers may be gone.
+    if hasattr(sys, 'last_value'):
+        return
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def close_process_group_at_exit() -> None:
+    """Destroy torch.distributed's process groups when the interpreter exits normally.
+
+    mmengine creates the process group and never destroys it. A gloo worker thread can then
+    still be releasing the tensors of the last collective (the broadcast that ends an
+    evaluation) when Python starts finalizing; Python ends a thread that asks for the GIL
+    after that point, and the unwind through the C++ destructor aborts the process
+    ("terminate called without an active exception", SIGABRT) after the run has finished
+    and saved everything: torchrun reports a failure. Measured here: 1 in 58 two-process
+    quick-start trainings, 9 in 40 runs of two processes that broadcast one object and exit;
+    0 in 40 of the latter with the group destroyed (tests/test_distributed.py). Exit handlers
+    run before finalization starts, so the workers finish first. Skipped after an uncaught
+    exception, so that a failing process exits at once. Idempotent; applied by
+    ``import plugin``.
+    """
+    atexit.unregister(_destroy_process_group_after_clean_exit)  # registered once
+    atexit.register(_destroy_process_group_after_clean_exit)
