@@ -1,19 +1,17 @@
 """Class-imbalance tools for MMDetection 3.x one-stage detectors.
 
 ``import plugin`` registers every component into mmdet's registries (``custom_imports``
-works in any MMDet config), lets torch load the checkpoints mmengine saves, and closes the
-process group of a multi-process run at exit (:func:`plugin.compat.close_process_group_at_exit`).
+works in any MMDet config) and lets torch load the checkpoints mmengine saves.
 :mod:`plugin.ops` is the pure-PyTorch core and imports without mmdet.
 """
 from importlib.util import find_spec
 
 from . import ops
-from .compat import allow_mmengine_checkpoints, close_process_group_at_exit
+from .compat import allow_mmengine_checkpoints
 
 __version__ = '0.1.0'
 
 allow_mmengine_checkpoints()
-close_process_group_at_exit()
 if find_spec('mmdet') is not None:  # the core works without MMDetection
     from . import models  # noqa: F401
     from .data import datasets  # noqa: F401

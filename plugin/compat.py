@@ -19,8 +19,7 @@ group, defaults to the nccl backend, and pins ``MMDistributedDataParallel`` to a
 while a checkpoint was written: mmengine resumes from whatever ``last_checkpoint`` names,
 and fails on a truncated file or an empty pointer.
 
-:func:`close_process_group_at_exit` keeps a finished multi-process run from aborting on its
-way out: mmengine never destroys the process group it creates.
+:func:`exit_process` keeps a finished multi-process run from aborting on its way out.
 """
 
 from __future__ import annotations
@@ -28,17 +27,19 @@ from __future__ import annotations
 import atexit
 import functools
 import logging
+import os
 import pickle
 import re
 import sys
+import threading
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
-__all__ = ['allow_cpu_launch', 'allow_mmengine_checkpoints', 'close_process_group_at_exit',
+__all__ = ['allow_cpu_launch', 'allow_mmengine_checkpoints', 'exit_process',
            'newest_complete_checkpoint', 'resume_complete_checkpoints']
 
 # HistoryBuffer.__getstate__ saves its class-level table of statistics methods. Pickle
@@ -244,29 +245,29 @@ def resume_complete_checkpoints() -> None:
         runner.find_latest_checkpoint = _find_complete_checkpoint(runner.find_latest_checkpoint)
 
 
-def _destroy_process_group_after_clean_exit() -> None:
-    # After an uncaught exception Python sets sys.last_value before the exit handlers run;
-    # destroying then would wait for queued collectives whose peers may be gone.
-    if hasattr(sys, 'last_value'):
-        return
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+def exit_process(status: int) -> NoReturn:
+    """End a tool's process with ``status``; in a multi-process run, without finalization.
 
-
-def close_process_group_at_exit() -> None:
-    """Destroy torch.distributed's process groups when the interpreter exits normally.
-
-    mmengine creates the process group and never destroys it. A gloo worker thread can then
-    still be releasing the tensors of the last collective (the broadcast that ends an
-    evaluation) when Python starts finalizing; Python ends a thread that asks for the GIL
-    after that point, and the unwind through the C++ destructor aborts the process
-    ("terminate called without an active exception", SIGABRT) after the run has finished
-    and saved everything: torchrun reports a failure. Measured here: 1 in 58 two-process
-    quick-start trainings, 9 in 40 runs of two processes that broadcast one object and exit;
-    0 in 40 of the latter with the group destroyed (tests/test_distributed.py). Exit handlers
-    run before finalization starts, so the workers finish first. Skipped after an uncaught
-    exception, so that a failing process exits at once. Idempotent; applied by
-    ``import plugin``.
+    A process group's gloo worker thread can still be releasing the tensors of the run's
+    last collective (the broadcast that ends an evaluation) when the process ends. Those
+    tensors' Python objects need the GIL to go, and once Python's finalization has started
+    it ends any thread that asks for the GIL, through a C++ destructor that may not unwind:
+    "terminate called without an active exception", SIGABRT, after the run has saved
+    everything, so torchrun reports it failed (measured here: 1 in 58 two-process
+    quick-start trainings; 10 in 20 runs of four processes that broadcast one object and
+    exit; docs/errors.md). Destroying the group does not help while the DDP wrapper holds
+    it (its threads live on), and a closing barrier only narrows the window, so a
+    multi-process run skips finalization: non-daemon threads are joined, exit handlers run
+    (logging flushes its files), the standard streams are flushed, then ``os._exit``.
+    Module globals are not torn down. Without a process group this is
+    ``raise SystemExit(status)``.
     """
-    atexit.unregister(_destroy_process_group_after_clean_exit)  # registered once
-    atexit.register(_destroy_process_group_after_clean_exit)
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        raise SystemExit(status)
+    for thread in threading.enumerate():  # what finalization would wait for
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(status)

@@ -104,48 +104,72 @@ def test_ddp_of_a_cpu_model_gets_no_device_index(monkeypatch):
     assert seen == [None]
 
 
-# --------------------------------------------- a finished run exits cleanly (compat, at exit)
-# A handler registered before ``import plugin`` runs after the plugin's (exit handlers run
-# last-registered first), so it sees the process group as the plugin left it.
-EXIT_PROBE = """
-import atexit, sys
-import torch.distributed as dist
-atexit.register(lambda: print('initialized at exit:', dist.is_initialized()))
-import plugin
-dist.init_process_group('gloo', init_method=sys.argv[1], rank=0, world_size=1)
-if sys.argv[2] == 'fail':
-    raise RuntimeError('training failed')
+
+# ------------------------------------------ a finished run exits without aborting (exit_process)
+# compat.py is loaded by path so that each process imports torch only, not mmdet.
+LOAD_COMPAT = f"""
+import importlib.util
+spec = importlib.util.spec_from_file_location('compat', {str(ROOT / 'plugin' / 'compat.py')!r})
+compat = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(compat)
 """
 
-
-@pytest.mark.parametrize(('ending', 'initialized'), [('clean', False), ('fail', True)])
-def test_process_group_is_destroyed_at_a_clean_exit_only(tmp_path, ending, initialized):
-    run = subprocess.run([sys.executable, '-c', EXIT_PROBE, f'file://{tmp_path}/store', ending],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert (run.returncode == 0) == (ending == 'clean'), run.stderr[-3000:]
-    assert f'initialized at exit: {initialized}' in run.stdout, run.stderr[-3000:]
-
-
-# Two processes that broadcast one object and exit: without the group destroyed at exit, a
-# gloo worker still releasing the broadcast when Python finalizes aborted 9 runs in 40 here.
-BROADCAST_AND_EXIT = """
+# Processes that broadcast one object and end: the way an evaluation ends a run. Ended by
+# Python's own exit, 10 of 20 such 4-process runs aborted here (SIGABRT) and 3 of 20 with 2.
+BROADCAST_AND_END = LOAD_COMPAT + """
 import torch.distributed as dist
-import plugin
 dist.init_process_group('gloo')
 dist.broadcast_object_list([{'bbox_mAP': 0.5}] if dist.get_rank() == 0 else [None], src=0)
+compat.exit_process(0)
 """
 
 
-@pytest.mark.slow
-def test_two_processes_that_broadcast_then_exit_never_abort(tmp_path):
-    script = tmp_path / 'broadcast_and_exit.py'
-    script.write_text(BROADCAST_AND_EXIT)
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(ROOT))
-    aborted = []
-    for attempt in range(20):
+def test_processes_that_end_after_a_broadcast_never_abort(tmp_path):
+    script = tmp_path / 'broadcast_and_end.py'
+    script.write_text(BROADCAST_AND_END)
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    failed = []
+    for attempt in range(10):
         run = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone',
-                              '--nproc_per_node=2', str(script)], cwd=ROOT, env=env,
+                              '--nproc_per_node=4', str(script)], cwd=tmp_path, env=env,
                              capture_output=True, text=True, timeout=300)
         if run.returncode != 0:
-            aborted.append((attempt, run.stderr[-2000:]))
-    assert not aborted, f'{len(aborted)} of 20 runs failed; the first: {aborted[0]}'
+            failed.append((attempt, run.stderr[-2000:]))
+    assert not failed, f'{len(failed)} of 10 runs failed; the first: {failed[0]}'
+
+
+# One process in a group of one: what exit_process keeps of an orderly exit (threads joined,
+# exit handlers, buffered output, the status) and what it skips (tearing down the globals).
+GROUP_OF_ONE = LOAD_COMPAT + """
+import atexit, sys, threading, time
+import torch.distributed as dist
+
+class Global:
+    def __del__(self):
+        print('torn down', flush=True)
+
+kept = Global()
+atexit.register(lambda: print('exit handler ran'))
+threading.Thread(target=lambda: (time.sleep(0.5), print('thread finished'))).start()
+dist.init_process_group('gloo', init_method=sys.argv[1], rank=0, world_size=1)
+print('buffered', end='')  # stdout is a pipe here: block-buffered
+compat.exit_process(3)
+"""
+
+
+def test_exit_process_of_a_group_member_keeps_an_orderly_exit(tmp_path):
+    env = {name: value for name, value in os.environ.items() if name != 'PYTHONUNBUFFERED'}
+    run = subprocess.run([sys.executable, '-c', GROUP_OF_ONE, f'file://{tmp_path}/store'],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 3, run.stderr[-3000:]
+    assert 'buffered' in run.stdout and 'exit handler ran' in run.stdout
+    assert 'thread finished' in run.stdout
+    assert 'torn down' not in run.stdout  # finalization, where the abort happened, skipped
+
+
+def test_exit_process_without_a_process_group_is_a_plain_exit():
+    from plugin.compat import exit_process
+
+    with pytest.raises(SystemExit) as exit_:
+        exit_process(2)
+    assert exit_.value.code == 2

@@ -8,8 +8,8 @@ import _runtime  # noqa: F401  (first, before torch loads)
 from _errors import explaining_unknown_types
 import plugin  # noqa: F401  (registrations and the checkpoint-loading fix)
 from plugin.cli import run_test
-from plugin.compat import allow_cpu_launch
+from plugin.compat import allow_cpu_launch, exit_process
 
 if __name__ == '__main__':
     allow_cpu_launch()  # torchrun ... --launcher pytorch without CUDA
-    raise SystemExit(explaining_unknown_types(run_test))
+    exit_process(explaining_unknown_types(run_test))  # multi-process: no finalization

@@ -12,9 +12,9 @@ import _runtime  # noqa: F401  (first, before torch loads)
 from _errors import explaining_unknown_types
 import plugin  # noqa: F401  (registrations and the checkpoint-loading fix)
 from plugin.cli import run_train
-from plugin.compat import allow_cpu_launch, resume_complete_checkpoints
+from plugin.compat import allow_cpu_launch, exit_process, resume_complete_checkpoints
 
 if __name__ == '__main__':
     allow_cpu_launch()
     resume_complete_checkpoints()  # --resume after a crash mid-save
-    raise SystemExit(explaining_unknown_types(run_train))
+    exit_process(explaining_unknown_types(run_train))  # multi-process: no finalization

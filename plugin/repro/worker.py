@@ -69,6 +69,8 @@ def run_one(run_dir: str | Path, launcher: str = 'none') -> dict[str, Any]:
 
 def main() -> None:
     """Command line (what the suite runner starts)."""
+    from plugin.compat import exit_process
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('run_dir')
     parser.add_argument('--launcher', choices=('none', 'pytorch', 'slurm'), default='none')
@@ -77,6 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     run_one(args.run_dir, args.launcher)
+    exit_process(0)  # several processes: ends without finalization (see exit_process)
 
 
 if __name__ == '__main__':
