@@ -51,9 +51,9 @@ def _sequential_nms(boxes, order, thr):
     return kept
 
 
-# 120 anchors: one NMS pool, two blocks. 1500: the pool grows (past the cap of positives, or
-# until no positive is left beyond it, with 1 % positives; or for want of negatives, with
-# 90 %) and NMS spans many blocks.
+# 120 anchors: two NMS blocks. 1500: many blocks, and the selection reads on past the first
+# (to the cap of positives, or until no positive is left beyond it, with 1 % positives; or
+# for want of negatives, with 90 %).
 @pytest.mark.parametrize('num_anchors,positive_rate,batch_size,nms_thr,ratio', [
     (120, 0.15, 16, 0.5, None), (120, 0.15, 32, 0.7, None), (120, 0.15, 16, 0.5, 3.0),
     (1500, 0.15, 256, 0.5, None), (1500, 0.15, 128, 0.5, 3.0), (1500, 0.01, 128, 0.5, 3.0),

@@ -45,10 +45,9 @@ def main() -> None:
             continue
         ax.scatter([x] * len(aps), aps, color='0.6', s=12, zorder=2)
         std = statistics.stdev(aps) if len(aps) > 1 else 0.0
-        ax.errorbar([x], [statistics.mean(aps)], yerr=[std], fmt='o', color='C0', capsize=4,
-                    zorder=3)
         xs.append(x)
         means.append(statistics.mean(aps))
+        ax.errorbar([x], [means[-1]], yerr=[std], fmt='o', color='C0', capsize=4, zorder=3)
     ax.plot(xs, means, color='C0', alpha=0.5, zorder=1,
             label='CE + 1:3 budget, soft at temperature T')
     for name, (label, color) in BANDS.items():
