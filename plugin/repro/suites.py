@@ -14,7 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ['CLAIMS', 'SCALES', 'SUITES', 'Claim', 'Suite', 'SuiteEntry', 'get_suite']
+__all__ = ['CLAIMS', 'CONFIRMATIONS', 'CONFIRMATORY_SEEDS', 'SCALES', 'SUITES',
+           'SEPARATION_THRESHOLD_SE', 'Claim', 'Confirmation', 'Suite', 'SuiteEntry',
+           'get_suite']
 
 SCALES = ('quick', 'coco128', 'coco')
 QUICK_SCALES = ('quick', 'coco128')
@@ -141,6 +143,43 @@ CLAIMS = (
           (f'{_NEG}focal_hard1to3',), (f'{_NEG}focal',)),
     Claim("negatives: GHM-C above focal loss (the GHM paper's claim)", (f'{_NEG}ghmc',),
           (f'{_NEG}focal',)),
+)
+
+
+# Confirmatory comparisons of the negatives grid (quick scale, 600 steps), declared on
+# 2026-12-06 before any of their seeds ran. The soft temperature is the best of four on seeds
+# 0-4 (T 10, mean AP .387; docs/results/quick/negatives); the fresh seeds 5-9 alone test them.
+CONFIRMATORY_SEEDS = (5, 6, 7, 8, 9)
+# Above / below only where the mean paired difference lies beyond this many standard errors
+# of that mean; otherwise "not separated".
+SEPARATION_THRESHOLD_SE = 2.0
+_HARD, _BEST_SOFT = f'{_NEG}ce_hard1to3', f'{_NEG}ce_soft_t10'
+_SOFT_TO_HARD, _HARD_TO_SOFT = f'{_NEG}ce_soft_t10_to_hard', f'{_NEG}ce_hard_to_soft_t10'
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """A comparison declared before the seeds that test it: ``first`` minus ``second`` in AP,
+    paired by seed over :data:`CONFIRMATORY_SEEDS` only."""
+
+    text: str
+    first: str
+    second: str
+
+
+CONFIRMATIONS = (
+    Confirmation('soft mining at the best temperature of seeds 0-4 (T 10) vs hard 1:3 mining',
+                 _BEST_SOFT, _HARD),
+    Confirmation('focal loss vs soft mining at T 10', f'{_NEG}focal', _BEST_SOFT),
+    Confirmation('temperature schedule T 10 -> 0 (soft to hard) vs its start, constant T 10',
+                 _SOFT_TO_HARD, _BEST_SOFT),
+    Confirmation('temperature schedule T 10 -> 0 (soft to hard) vs its end, hard 1:3 mining',
+                 _SOFT_TO_HARD, _HARD),
+    Confirmation('temperature schedule T 0 -> 10 (hard to soft) vs its start, hard 1:3 mining',
+                 _HARD_TO_SOFT, _HARD),
+    Confirmation('temperature schedule T 0 -> 10 (hard to soft) vs its end, constant T 10',
+                 _HARD_TO_SOFT, _BEST_SOFT),
+    Confirmation('DR Loss vs soft mining at T 10', f'{_NEG}dr_loss', _BEST_SOFT),
 )
 
 
