@@ -19,12 +19,14 @@ group, defaults to the nccl backend, and pins ``MMDistributedDataParallel`` to a
 while a checkpoint was written: mmengine resumes from whatever ``last_checkpoint`` names,
 and fails on a truncated file or an empty pointer.
 
-:func:`exit_process` keeps a finished multi-process run from aborting on its way out.
+:func:`exit_process` keeps a finished multi-process run from aborting on its way out, and
+ends every process within a deadline.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import logging
 import os
@@ -32,6 +34,8 @@ import pickle
 import re
 import sys
 import threading
+import time
+import traceback
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -39,8 +43,8 @@ from typing import Any, NoReturn
 
 import torch
 
-__all__ = ['allow_cpu_launch', 'allow_mmengine_checkpoints', 'exit_process',
-           'newest_complete_checkpoint', 'resume_complete_checkpoints']
+__all__ = ['EXIT_DEADLINE_S', 'allow_cpu_launch', 'allow_mmengine_checkpoints', 'exit_after',
+           'exit_process', 'newest_complete_checkpoint', 'resume_complete_checkpoints']
 
 # HistoryBuffer.__getstate__ saves its class-level table of statistics methods. Pickle
 # protocol 2 (torch's default) writes a method such as ``HistoryBuffer.mean`` as
@@ -245,7 +249,11 @@ def resume_complete_checkpoints() -> None:
         runner.find_latest_checkpoint = _find_complete_checkpoint(runner.find_latest_checkpoint)
 
 
-def exit_process(status: int) -> NoReturn:
+# Seconds an ending process waits for its threads and exit handlers, in all.
+EXIT_DEADLINE_S = 60.0
+
+
+def exit_process(status: int, *, deadline_s: float | None = None) -> NoReturn:
     """End a tool's process with ``status``; in a multi-process run, without finalization.
 
     A process group's gloo worker thread can still be releasing the tensors of the run's
@@ -253,21 +261,101 @@ def exit_process(status: int) -> NoReturn:
     tensors' Python objects need the GIL to go, and once Python's finalization has started
     it ends any thread that asks for the GIL, through a C++ destructor that may not unwind:
     "terminate called without an active exception", SIGABRT, after the run has saved
-    everything, so torchrun reports it failed (measured here: 1 in 58 two-process
-    quick-start trainings; 10 in 20 runs of four processes that broadcast one object and
-    exit; docs/errors.md). Destroying the group does not help while the DDP wrapper holds
-    it (its threads live on), and a closing barrier only narrows the window, so a
-    multi-process run skips finalization: non-daemon threads are joined, exit handlers run
-    (logging flushes its files), the standard streams are flushed, then ``os._exit``.
-    Module globals are not torn down. Without a process group this is
+    everything, so torchrun reports it failed (docs/errors.md). Destroying the group does not
+    help while the DDP wrapper holds it (its threads live on), and a closing barrier only
+    narrows the window, so a multi-process run skips finalization: non-daemon threads are
+    joined, exit handlers run (logging flushes its files), the standard streams are flushed,
+    then ``os._exit``. Module globals are not torn down. Without a process group this is
     ``raise SystemExit(status)``.
+
+    Waiting has a deadline: ``deadline_s`` seconds for the threads and the exit handlers
+    together (default: ``PLUGIN_EXIT_DEADLINE_S`` from the environment, else
+    ``EXIT_DEADLINE_S``). Past it, the process names on stderr the threads or the exit
+    handler it was waiting for, and where each stood, then ends with ``status`` all the same.
     """
+    if deadline_s is None:
+        deadline_s = float(os.environ.get('PLUGIN_EXIT_DEADLINE_S', EXIT_DEADLINE_S))
+    deadline = time.monotonic() + deadline_s
+    stuck = _join_threads(deadline)
+    if stuck:
+        _report_expiry(deadline_s, status, [f'thread {t.name!r} at {_where(t.ident)}'
+                                            for t in stuck])
+        _end(status)
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        # Finalization joins no thread now; its exit handlers run under the deadline's rest.
+        atexit.register(_watch, deadline, deadline_s, status)  # registered last, runs first
         raise SystemExit(status)
-    for thread in threading.enumerate():  # what finalization would wait for
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    finished = _watch(deadline, deadline_s, status)
     atexit._run_exitfuncs()
+    finished.set()
+    _end(status)
+
+
+def exit_after(main: Callable[[], int]) -> NoReturn:
+    """``exit_process(main())``, whichever way ``main`` ends: an exception prints its
+    traceback and ends with status 1, ``SystemExit`` ends with its code (a message printed,
+    status 1), so a run that fails also ends within the deadline."""
+    try:
+        status = main()
+    except SystemExit as err:
+        if err.code is None or isinstance(err.code, int):
+            status = err.code or 0
+        else:
+            print(err.code, file=sys.stderr)
+            status = 1
+    except Exception:  # noqa: BLE001 - reported as Python would, then a bounded exit
+        traceback.print_exc()
+        status = 1
+    exit_process(status)
+
+
+def _join_threads(deadline: float) -> list[threading.Thread]:
+    """Join the non-daemon threads (what finalization would wait for) until ``deadline``;
+    returns those still running then."""
+    while True:
+        waiting = [t for t in threading.enumerate()
+                   if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+        if not waiting:
+            return []
+        for thread in waiting:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if time.monotonic() >= deadline:
+            return [t for t in waiting if t.is_alive()]
+
+
+def _watch(deadline: float, deadline_s: float, status: int) -> threading.Event:
+    """Arm a watchdog over the main thread (running exit handlers): past ``deadline`` it
+    names the handler it was in and ends the process with ``status``. Set the returned event
+    to disarm it."""
+    finished = threading.Event()
+    main = threading.main_thread().ident
+
+    def watchdog() -> None:
+        if not finished.wait(max(0.0, deadline - time.monotonic())):
+            _report_expiry(deadline_s, status, [f'an exit handler at {_where(main)}'])
+            _end(status)
+
+    threading.Thread(target=watchdog, name='plugin-exit-deadline', daemon=True).start()
+    return finished
+
+
+def _where(thread_id: int | None) -> str:
+    """Where a thread stands: its innermost frames, innermost first."""
+    frame = sys._current_frames().get(thread_id)
+    if frame is None:
+        return 'an unknown place'
+    frames = traceback.extract_stack(frame)[::-1][:4]
+    return ' <- '.join(f'{f.name} ({f.filename}:{f.lineno})' for f in frames)
+
+
+def _report_expiry(deadline_s: float, status: int, waited_for: list[str]) -> None:
+    print(f'plugin: exit deadline of {deadline_s:g} s passed; it was still waiting for '
+          f"{'; '.join(waited_for)}. Ending the process with status {status}.",
+          file=sys.stderr, flush=True)
+
+
+def _end(status: int) -> NoReturn:
     for stream in (sys.stdout, sys.stderr):
-        stream.flush()
+        with contextlib.suppress(Exception):  # a closed or broken stream: nothing to save
+            stream.flush()
     os._exit(status)

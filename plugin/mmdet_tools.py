@@ -6,7 +6,7 @@ One training route: these run the ``tools/train.py`` / ``tools/test.py`` that sh
 - a config, checkpoint or ``--out`` file that does not exist (or is not a pickle) ends in a
   one-line error instead of a traceback;
 - a missing dataset ends in one line naming ``tools/generate_data.py``
-  (:class:`plugin.data.datasets.MissingDataError`);
+  (:class:`plugin.data.errors.MissingDataError`);
 - checkpoints that mmengine saves load under torch's ``weights_only`` default
   (:func:`plugin.compat.allow_mmengine_checkpoints`);
 - ``tools/test.py`` loads its checkpoint strictly: one from another model is a one-line
@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from plugin.compat import allow_mmengine_checkpoints
-from plugin.data.datasets import MissingDataError
+from plugin.data.errors import MissingDataError
 
 __all__ = ['run_test', 'run_train']
 

@@ -343,11 +343,11 @@ def test_restricted_getattr_refuses_other_attributes() -> None:
 def test_command_line_mistakes_are_clean_errors(command: str, argv: list[str], message: str,
                                                 tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    from plugin import cli
+    from plugin import mmdet_tools
 
     names = {'MISSING': str(tmp_path / 'nope.py'), 'HERE': __file__}
     with pytest.raises(SystemExit) as exit_info:
-        getattr(cli, command)([names.get(arg, arg) for arg in argv])
+        getattr(mmdet_tools, command)([names.get(arg, arg) for arg in argv])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert message.replace('MISSING', names['MISSING']) in err

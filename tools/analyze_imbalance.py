@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import _runtime  # noqa: E402, F401  (before torch loads)
 
-from plugin.repro.cli import analyze_main  # noqa: E402
+from plugin.repro.imbalance_cli import main  # noqa: E402
 
 if __name__ == '__main__':
-    raise SystemExit(analyze_main())
+    raise SystemExit(main())

@@ -15,7 +15,7 @@ from pathlib import Path
 # Runs from a checkout without installing the plugin.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from plugin.repro.cli import main  # noqa: E402
+from plugin.repro.reproduce_cli import main  # noqa: E402
 
 if __name__ == '__main__':
     raise SystemExit(main())

@@ -7,9 +7,10 @@
 import _runtime  # noqa: F401  (first, before torch loads)
 from _errors import explaining_unknown_types
 import plugin  # noqa: F401  (registrations and the checkpoint-loading fix)
-from plugin.cli import run_test
-from plugin.compat import allow_cpu_launch, exit_process
+from plugin.compat import allow_cpu_launch, exit_after
+from plugin.mmdet_tools import run_test
 
 if __name__ == '__main__':
     allow_cpu_launch()  # torchrun ... --launcher pytorch without CUDA
-    exit_process(explaining_unknown_types(run_test))  # multi-process: no finalization
+    # multi-process: no finalization; every way out has a deadline
+    exit_after(lambda: explaining_unknown_types(run_test))

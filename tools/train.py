@@ -11,10 +11,11 @@ Several processes, on GPUs (nccl) or on CPU (gloo, chosen when there is no CUDA 
 import _runtime  # noqa: F401  (first, before torch loads)
 from _errors import explaining_unknown_types
 import plugin  # noqa: F401  (registrations and the checkpoint-loading fix)
-from plugin.cli import run_train
-from plugin.compat import allow_cpu_launch, exit_process, resume_complete_checkpoints
+from plugin.compat import allow_cpu_launch, exit_after, resume_complete_checkpoints
+from plugin.mmdet_tools import run_train
 
 if __name__ == '__main__':
     allow_cpu_launch()
     resume_complete_checkpoints()  # --resume after a crash mid-save
-    exit_process(explaining_unknown_types(run_train))  # multi-process: no finalization
+    # multi-process: no finalization; every way out has a deadline
+    exit_after(lambda: explaining_unknown_types(run_train))

@@ -12,6 +12,8 @@ from pathlib import Path
 from mmdet.datasets import CocoDataset
 from mmdet.registry import DATASETS
 
+from .errors import MissingDataError
+
 _FIX = (
     'If this is the quick-start data, generate it with '
     '`python tools/generate_data.py --out {root}`; otherwise point the config at your '
@@ -25,10 +27,6 @@ def missing_path_message(what: str, path: str, data_root: str | None) -> str:
     root = data_root or 'data/generated'
     where = Path(path) if os.path.isabs(path) else Path.cwd() / path
     return f'{what} {path!r} does not exist (looked for {where}). ' + _FIX.format(root=root)
-
-
-class MissingDataError(FileNotFoundError):
-    """A dataset path named by the config does not exist; the message says how to fix it."""
 
 
 @DATASETS.register_module()

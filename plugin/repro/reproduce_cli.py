@@ -7,8 +7,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from plugin.data.errors import MissingDataError
+
 from .runner import LAUNCHERS, Launch, RunFailedError, run_suite
-from .scales import MissingDataError, ScaleOptions
+from .scales import ScaleOptions
 from .suites import SCALES, SUITES, get_suite
 
 __all__ = ['main']
@@ -70,73 +72,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunFailedError as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
-    return 0
-
-
-def _analysis_parser() -> argparse.ArgumentParser:
-    from mmengine.config import DictAction
-
-    parser = argparse.ArgumentParser(
-        prog='tools/analyze_imbalance.py',
-        description='Positives and negatives per image, the share of the classification loss '
-                    'and of its gradient from easy negatives (focal loss at several gamma, '
-                    "CE), and the focal-loss paper's Figure 4, for a model on a data split.")
-    parser.add_argument('config', help='config file (e.g. a run folder\'s config.py)')
-    parser.add_argument('checkpoint', help="checkpoint file, or 'none' for the initialized "
-                        'model (its scores all near the prior)')
-    parser.add_argument('--split', choices=('train', 'val'), default='val')
-    parser.add_argument('--max-images', type=int, default=200)
-    parser.add_argument('--gammas', type=float, nargs='+', default=[0.0, 0.5, 1.0, 2.0, 5.0])
-    parser.add_argument('--alpha', type=float,
-                        help='weight positives by alpha, negatives by 1 - alpha (default: none)')
-    parser.add_argument('--max-negatives-per-image', type=int, default=20000,
-                        help='negative examples kept per image (a uniform sample beyond)')
-    parser.add_argument('--out', default='work_dirs/imbalance',
-                        help='folder for imbalance.json and figure4.png')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
-                        help='override config entries, as in tools/train.py')
-    return parser
-
-
-def analyze_main(argv: Sequence[str] | None = None) -> int:
-    """``tools/analyze_imbalance.py``; returns the exit status."""
-    import json
-
-    from mmengine.config import Config
-
-    from .imbalance import collect, imbalance_stats, plot_figure4
-
-    parser = _analysis_parser()
-    args = parser.parse_args(argv)
-    checkpoint = None if args.checkpoint == 'none' else args.checkpoint
-    for path, what in ((args.config, 'config file'), (checkpoint, 'checkpoint')):
-        if path is not None and not Path(path).is_file():
-            parser.error(f"{what} '{path}' does not exist")
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    try:
-        sample = collect(cfg, checkpoint, args.split, args.max_images,
-                         args.max_negatives_per_image)
-    except (ValueError, FileNotFoundError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
-    stats = imbalance_stats(sample, args.gammas, args.alpha)
-    stats.update(config=args.config, checkpoint=args.checkpoint, split=args.split)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / 'imbalance.json').write_text(json.dumps(stats, indent=1) + '\n')
-    plot_figure4(sample, str(out / 'figure4.png'),
-                 title=f'{Path(args.config).name}, {args.split}, {stats["images"]} images')
-    print(f"{stats['images']} images: {stats['positive_anchors_per_image']:.1f} positive and "
-          f"{stats['negative_anchors_per_image']:.0f} negative anchors per image, "
-          f"{stats['negatives_per_positive']:.0f} negatives per positive; "
-          f"{100 * (1 - stats['easy_negative_example_share']):.4f}% of negative examples "
-          f'are hard (p_t <= 0.5)')
-    print('gamma | loss: negatives, easy negatives | gradient: negatives, easy negatives')
-    for gamma, s in stats['per_gamma'].items():
-        print(f"{float(gamma):5g} | {s['loss_share_negatives']:.3f}, "
-              f"{s['loss_share_easy_negatives']:.3f} | {s['gradient_share_negatives']:.3f}, "
-              f"{s['gradient_share_easy_negatives']:.3f}")
-    print(f'-> {out / "imbalance.json"}, {out / "figure4.png"}')
     return 0

@@ -18,10 +18,12 @@ from typing import Any
 
 from mmengine.config import Config, ConfigDict
 
+from plugin.data.errors import MissingDataError
+
 from .suites import SCALES, SuiteEntry
 
-__all__ = ['MissingDataError', 'QUICK_BASE', 'QUICKSTART', 'ScaleOptions', 'build_run_config',
-           'check_data', 'method_of']
+__all__ = ['QUICK_BASE', 'QUICKSTART', 'ScaleOptions', 'build_run_config', 'check_data',
+           'method_of']
 
 QUICK_BASE = 'configs/_base_/quick_scale.py'
 QUICKSTART = 'configs/quickstart/retinanet_r18_quickstart.py'
@@ -37,10 +39,6 @@ _RETINA_HEAD = {'MiningSSDHead': 'MiningRetinaHead', 'SSDHead': 'RetinaHead'}
 METHOD_FIELDS = ('model.bbox_head.type', 'model.bbox_head.loss_cls', 'model.train_cfg.sampler')
 _LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 _EVALUATORS = ('val_evaluator', 'test_evaluator')
-
-
-class MissingDataError(FileNotFoundError):
-    """The data folder of a scale is missing or lacks a file the scale reads."""
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ def run_one(run_dir: str | Path, launcher: str = 'none') -> dict[str, Any]:
 
 def main() -> None:
     """Command line (what the suite runner starts)."""
-    from plugin.compat import exit_process
+    from plugin.compat import exit_after
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('run_dir')
@@ -78,8 +78,13 @@ def main() -> None:
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    run_one(args.run_dir, args.launcher)
-    exit_process(0)  # several processes: ends without finalization (see exit_process)
+
+    def train_and_evaluate() -> int:
+        run_one(args.run_dir, args.launcher)
+        return 0
+
+    # several processes: ends without finalization, and every way out has a deadline
+    exit_after(train_and_evaluate)
 
 
 if __name__ == '__main__':
