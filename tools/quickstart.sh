@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # PyTorch's CPU allocator asks for transparent huge pages for large tensors: page faults on
-# fresh gradient buffers were half the loss time here (README, Results).
+# fresh gradient buffers were half the loss time here (docs/benchmarks.md, Huge pages).
 export THP_MEM_ALLOC_ENABLE="${THP_MEM_ALLOC_ENABLE:-1}"
 [ -f data/generated/annotations/instances_val.json ] \
   || .venv/bin/python tools/generate_data.py --out data/generated

@@ -26,7 +26,7 @@ command -v "$python" >/dev/null || python=python3
 venv="$root/.venv"
 pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 
-# Versions that work together here; see README "Environment".
+# Versions that work together here; README "Installation" lists them (keep both in step).
 TORCH=torch==2.13.0
 MMCV=mmcv==2.1.0
 # seaborn: what `mim run mmdet analyze_logs plot_curve` draws with.
