@@ -158,7 +158,11 @@ class _BatchedLossMixin:
     def _dense_loss_cls(self, cls_score: Tensor, labels: Tensor, label_weights: Tensor,
                         level_sizes: list[int], avg_factor: float) -> list[Tensor]:
         """Every anchor in the loss: one fused call per part (an image's rows are
-        contiguous; a level's are copied out of each image)."""
+        contiguous; a level's are copied out of each image), or, for a loss that ranks
+        anchors against each other (``ranks_whole_batch``, e.g. DRLoss), one call on the
+        whole (B, A, K) batch, its one entry standing for all parts."""
+        if getattr(self.loss_cls, 'ranks_whole_batch', False):
+            return [self.loss_cls(cls_score, labels, label_weights, avg_factor=avg_factor)]
         if self.loss_parts == 'image':
             chunks = zip(cls_score.unbind(), labels.unbind(), label_weights.unbind())
         else:

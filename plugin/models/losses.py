@@ -7,19 +7,21 @@ one-hot / soft (N, C) tensor; ``weight`` is per anchor (N,) or per element; with
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from mmdet.registry import MODELS
 from torch import Tensor, nn
 
-from ..ops import (REDUCTIONS, EqualizedFocalParams, FocalStarParams, Poly1FocalParams,
-                   SigmoidFocalParams, SoftmaxFocalParams, check_alpha, check_reduction,
-                   equalized_focal_gammas, equalized_focal_loss, focal_loss_star,
-                   poly1_focal_loss, sigmoid_focal_loss, softmax_focal_loss, upcast)
+from ..ops import (REDUCTIONS, DRLossParams, EqualizedFocalParams, FocalStarParams,
+                   Poly1FocalParams, SigmoidFocalParams, SoftmaxFocalParams, check_alpha,
+                   check_reduction, dr_loss, equalized_focal_gammas, equalized_focal_loss,
+                   focal_loss_star, poly1_focal_loss, sigmoid_focal_loss, softmax_focal_loss,
+                   upcast)
 
 __all__ = ['SigmoidFocalLoss', 'SoftmaxFocalLoss', 'FocalLossStar', 'PolyFocalLoss',
-           'EqualizedFocalLoss']
+           'EqualizedFocalLoss', 'DRLoss']
 
 # mmdet's weight_reduce_loss adds this to avg_factor; kept for identical numbers.
 _AVG_EPS = torch.finfo(torch.float32).eps
@@ -37,6 +39,10 @@ class _MMDetLoss(nn.Module):
             raise ValueError(f'{type(self).__name__} has use_sigmoid={self.use_sigmoid}; got '
                              f'use_sigmoid={use_sigmoid}: use {other} instead')
         self.reduction = check_reduction(reduction)
+        if reduction not in ('sum', 'mean'):
+            raise ValueError(f"DRLoss reduction={reduction!r}; allowed: 'sum' or 'mean' "
+                             f'(over the rankings, see grouping)')
+        self.reduction = reduction
         self.loss_weight = float(loss_weight)
 
     def forward(self, pred: Tensor, target: Tensor, weight: Tensor | None = None,
@@ -226,3 +232,78 @@ class EqualizedFocalLoss(_MMDetLoss):
             torch.distributed.all_reduce(totals)
         self.pos_grad += totals[0]
         self.neg_grad += totals[1]
+
+
+@MODELS.register_module()
+class DRLoss(nn.Module):
+    """DR loss (Qian et al., 2020), a ranking of positives above negatives within an image;
+    see :func:`plugin.ops.dr_loss`. Defaults are the paper's.
+
+    What each head hands it:
+
+    - ``MiningRetinaHead`` / ``MiningSSDHead`` with a ``PseudoSampler``: the whole batch in one
+      call, (B, A, C) (``ranks_whole_batch``), so that ``grouping`` decides: 'image' ranks
+      each image's anchors of all levels (the paper), 'batch' all of them at once (the
+      authors' code).
+    - mmdet's ``RetinaHead``: one FPN level of the whole batch per call, (B * A_level, C):
+      one ranking per level over the batch, summed over levels (``grouping`` has no effect).
+    - A loss-ranked sampler (``HardNegativeSampler``, OHEM) needs a loss per anchor, which a
+      ranking loss has not: that combination raises a ``ValueError``.
+
+    ``avg_factor`` (the positive count) is ignored: the loss is already one number per image
+    and the paper divides it by nothing. ``label_weights`` of 0 (ignored anchors) leave the
+    anchor out of both distributions; other weights count as multiplicities.
+
+    Args:
+        pos_lambda, neg_lambda: temperatures lambda+ and lambda- (> 0).
+        margin: gamma. smoothness: L (> 0). scale: tau (>= 0).
+        grouping: 'image' or 'batch' (see above).
+        reduction: over the rankings: 'sum' (the paper's sum over images) or 'mean' (a loss
+            that does not grow with the batch, as the authors' code, one ranking per GPU
+            averaged over GPUs by data parallelism).
+        loss_weight: multiplier on top of tau.
+        use_sigmoid: must be True (sigmoid scores, C outputs); mmdet heads read it from the
+            config dict, so configs must set it.
+    """
+
+    use_sigmoid = True
+    # MiningRetinaHead / MiningSSDHead: pass the (B, A, C) batch in one call.
+    ranks_whole_batch = True
+
+    def __init__(self, pos_lambda: float = 1.0, neg_lambda: float = 0.1 / math.log(3.5),
+                 margin: float = 0.5, smoothness: float = 6.0, scale: float = 4.0,
+                 grouping: str = 'image', reduction: str = 'sum', loss_weight: float = 1.0,
+                 use_sigmoid: bool = True) -> None:
+        super().__init__()
+        if use_sigmoid is not True:
+            raise ValueError(f'DRLoss ranks sigmoid scores: use_sigmoid must be True, got '
+                             f'{use_sigmoid!r}')
+        self.params = DRLossParams(pos_lambda=pos_lambda, neg_lambda=neg_lambda,
+                                   margin=margin, smoothness=smoothness, scale=scale,
+                                   grouping=grouping)
+        if reduction not in ('sum', 'mean'):
+            raise ValueError(f"DRLoss reduction={reduction!r}; allowed: 'sum' or 'mean' "
+                             f'(over the rankings, see grouping)')
+        self.reduction = reduction
+        self.loss_weight = float(loss_weight)
+
+    def forward(self, pred: Tensor, target: Tensor, weight: Tensor | None = None,
+                avg_factor: float | None = None,
+                reduction_override: str | None = None) -> Tensor:
+        if reduction_override == 'none':
+            raise ValueError("DRLoss has no per-anchor loss (reduction_override='none'): it "
+                             'ranks all anchors of an image together. Loss-ranked samplers '
+                             '(HardNegativeSampler, OHEM) need one; use DRLoss with '
+                             "train_cfg.sampler=dict(type='PseudoSampler')")
+        if reduction_override not in (None, 'mean', 'sum'):
+            raise ValueError(f'reduction_override={reduction_override!r}; allowed: None, '
+                             f"'mean' or 'sum' (over the rankings)")
+        if target.dtype.is_floating_point or target.dim() != pred.dim() - 1:
+            raise ValueError(f'DRLoss takes class indices of shape {tuple(pred.shape[:-1])} '
+                             f'(index C: background), got {tuple(target.shape)} {target.dtype}')
+        if weight is not None and weight.shape != target.shape:
+            raise ValueError(f'DRLoss takes a per-anchor weight {tuple(target.shape)}, got '
+                             f'{tuple(weight.shape)}')
+        return self.loss_weight * dr_loss(pred, target, weight,
+                                          reduction=reduction_override or self.reduction,
+                                          **self.params.kwargs())

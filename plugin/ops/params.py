@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 __all__ = ['SigmoidFocalParams', 'Poly1FocalParams', 'FocalStarParams', 'SoftmaxFocalParams',
-           'EqualizedFocalParams', 'REDUCTIONS', 'check_reduction', 'check_alpha',
-           'check_inputs', 'check_normalizer', 'Alpha']
+           'EqualizedFocalParams', 'DRLossParams', 'DR_GROUPINGS', 'REDUCTIONS',
+           'check_reduction', 'check_alpha', 'check_inputs', 'check_normalizer', 'Alpha']
 
 REDUCTIONS = ('none', 'mean', 'sum')
 Alpha = float | Sequence[float] | Tensor | None
@@ -192,3 +192,33 @@ def _check_labels(logits: Tensor, labels: Tensor, max_label: int) -> None:
                       else f'{max_label}, for a classifier without a background output')
         raise ValueError(f'labels must lie in [0, {max_label}] (background = {background}), '
                          f'got min {low}, max {high}')
+
+
+@dataclass(frozen=True)
+class DRLossParams(_Params):
+    """DR loss (Qian et al., 2020): pos_lambda, neg_lambda > 0: temperatures of the
+    distributions over positives and negatives; margin: gamma, any float; smoothness: L > 0 of
+    the logistic loss; scale: tau >= 0; grouping: 'image' or 'batch'."""
+    pos_lambda: float
+    neg_lambda: float
+    margin: float
+    smoothness: float
+    scale: float
+    grouping: str
+
+    def __post_init__(self) -> None:
+        for name in ('pos_lambda', 'neg_lambda', 'smoothness'):
+            object.__setattr__(self, name, _number(getattr(self, name), name, positive=True))
+        object.__setattr__(self, 'scale', _number(self.scale, 'scale'))
+        margin = float(self.margin)
+        if margin != margin:
+            raise ValueError('margin must be a number, got nan')
+        object.__setattr__(self, 'margin', margin)
+        if self.grouping not in DR_GROUPINGS:
+            raise ValueError(f'grouping={self.grouping!r} is not supported; allowed: '
+                             f'{DR_GROUPINGS}')
+
+
+# 'image': one ranking per image (the paper's sum over images); 'batch': one ranking over
+# every image the call holds (the authors' released code).
+DR_GROUPINGS = ('image', 'batch')
