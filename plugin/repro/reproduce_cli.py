@@ -28,7 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('--scale', choices=SCALES, default='quick',
                         help='quick: generated data, minutes per run on a CPU; coco128: the '
                         'quick model on real images in --data-root; coco: the configs as they '
-                        'are on COCO in --data-root')
+                        'are on COCO in --data-root; coco-short: the same over 1/8 of their '
+                        'schedule, each update over the config\'s batch (one GPU: a day for 7 '
+                        'R50 configs, estimated)')
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     parser.add_argument('--out', default='work_dirs/repro', help='output folder')
     parser.add_argument('--data-root', help='data folder (quick: default data/quick_scale, '
@@ -36,7 +38,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('--only', nargs='+', metavar='NAME',
                         help='run only these configs of the suite (file names without .py)')
     parser.add_argument('--iters', type=int,
-                        help='quick / coco128: a shorter schedule of the same shape')
+                        help='a shorter schedule of the same shape (coco scales: a smoke run, '
+                        'evaluated on a few images)')
+    parser.add_argument('--no-pretrained', dest='pretrained', action='store_false',
+                        help='coco scales: random backbone instead of the ImageNet weights the '
+                        'configs name (smoke runs on a machine without them)')
     parser.add_argument('--launcher', choices=LAUNCHERS, default='none',
                         help='coco: how each run starts on the GPUs')
     parser.add_argument('--gpus', type=int, default=1, help='GPUs per run (with --launcher)')
@@ -61,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              f'annotations/instances_train2017.json, train2017/ ...)')
         data_root = Path(args.data_root or ROOT / 'data' / 'quick_scale').resolve()
         options = ScaleOptions(scale=args.scale, data_root=str(data_root),
-                               max_iters=args.iters, repo_root=str(ROOT))
+                               max_iters=args.iters, repo_root=str(ROOT), gpus=args.gpus,
+                               pretrained=args.pretrained)
         launch = Launch(launcher=args.launcher, gpus=args.gpus, partition=args.partition,
                         port=args.port)
         run_suite(suite, options, args.seeds, Path(args.out).resolve(), launch=launch,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -21,12 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmengine.config import Config
 
 from .records import RESULT_FILE, RUN_FILE, load_records, write_json
 from .report import write_suite_report
-from .scales import (QUICKSTART, ScaleOptions, build_run_config, check_data, describe,
-                     uncarried_fields)
+from .scales import ScaleOptions, build_run_config, check_data, describe
 from .suites import Suite
 
 __all__ = ['Launch', 'RunFailedError', 'run_suite', 'repo_commit']
@@ -153,15 +152,10 @@ def run_suite(suite: Suite, options: ScaleOptions, seeds: list[int], out: Path,
             cfg = build_run_config(entry, options, seed)
             run_dir = runs_dir / entry.name / f'seed{seed}'
             run = {'name': entry.name, 'config': entry.config, 'seed': seed,
-                   'scale': options.scale, 'commit': commit}
+                   'scale': options.scale, 'commit': commit,
+                   'command': shlex.join(['python', *sys.argv])}
             _prepare(run_dir, describe(cfg), cfg, run)
             plan.append((entry, seed, run_dir))
-        if 'coco' not in entry.scales:  # written over the quick start
-            lost = uncarried_fields(Config.fromfile(repo / entry.config),
-                                    Config.fromfile(repo / QUICKSTART))
-            if lost:
-                print(f"reproduce: note: {entry.name} also changes {', '.join(lost)}, which "
-                      f'the {options.scale} scale does not carry over')
 
     todo = [p for p in plan if not (p[2] / RESULT_FILE).is_file()]
     print(f'reproduce: {suite.name} at the {options.scale} scale: {len(plan)} runs, '

@@ -18,8 +18,9 @@ __all__ = ['CLAIMS', 'CONFIRMATIONS', 'CONFIRMATORY_SEEDS', 'SCALES', 'SUITES',
            'SEPARATION_THRESHOLD_SE', 'Claim', 'Confirmation', 'Suite', 'SuiteEntry',
            'get_suite']
 
-SCALES = ('quick', 'coco128', 'coco')
+SCALES = ('quick', 'coco128', 'coco', 'coco-short')
 QUICK_SCALES = ('quick', 'coco128')
+COCO_SCALES = ('coco', 'coco-short')
 
 
 @dataclass(frozen=True)
@@ -96,12 +97,23 @@ SUITES: dict[str, Suite] = {s.name: s for s in (
         SuiteEntry('configs/ssd/ssd300_coco_mining_min_neg.py'),
         SuiteEntry('configs/ssd/ssd300_coco_focal.py'),
     )),
-    Suite('negatives', 'how hard to mine negatives: hard, soft at several temperatures, none, '
-          'focal, focal + mining, GHM-C', (
+    Suite('negatives', 'how hard to mine negatives: hard, soft at several temperatures and on '
+          'a schedule, none, focal, focal + mining, GHM-C, PISA, DR Loss', (
         *(SuiteEntry(f'configs/negatives/retinanet_r18_quick_{c}.py', scales=QUICK_SCALES)
           for c in ('ce_hard1to3', 'ce_soft_t01', 'ce_soft_t1', 'ce_soft_t10',
-                    'ce_soft_t100', 'ce_alpha75', 'focal', 'focal_hard1to3', 'ghmc')),
-        SuiteEntry('configs/ssd/ssd300_coco_mining_soft.py', scales=('coco',)),
+                    'ce_soft_t100', 'ce_alpha75', 'focal', 'focal_hard1to3', 'ghmc',
+                    # the temperature schedules, and PISA as an outside reference
+                    'ce_soft_t10_to_hard', 'ce_hard_to_soft_t10', 'pisa')),
+        # The same grid at the paper's Table 1 setting (R50-FPN, 600 px), and SSD300.
+        *(SuiteEntry(f'configs/negatives/retinanet_r50_fpn_600px_1x_coco_{c}.py',
+                     scales=COCO_SCALES)
+          for c in ('ce_hard1to3', 'ce_soft_t01', 'ce_soft_t1', 'ce_soft_t10',
+                    'ce_soft_t100', 'ce_alpha75', 'focal', 'focal_hard1to3', 'ghmc',
+                    # the temperature schedules, and PISA as an outside reference
+                    'ce_soft_t10_to_hard', 'ce_hard_to_soft_t10', 'pisa')),
+        SuiteEntry('configs/ssd/ssd300_coco_mining.py', 25.5, 'mmdet model zoo',
+                   scales=COCO_SCALES),
+        SuiteEntry('configs/ssd/ssd300_coco_mining_soft.py', scales=COCO_SCALES),
     )),
 )}
 

@@ -21,12 +21,13 @@ __all__ = ['run_one']
 
 
 def _record(run: dict[str, Any], metrics: dict[str, float], wall_time_s: float,
-            resumed_from_iter: int | None) -> dict[str, Any]:
+            resumed_from_iter: int | None, steps: int) -> dict[str, Any]:
     per_class = {k[len('coco/'):-len('_precision')]: v for k, v in metrics.items()
                  if k.startswith('coco/') and k.endswith('_precision')}
     if not metrics:  # mmdet's CocoMetric returns nothing when there is no detection at all
         metrics = dict.fromkeys(METRIC_KEYS.values(), 0.0)
-    return {**run, 'wall_time_s': round(wall_time_s, 1), 'resumed_from_iter': resumed_from_iter,
+    return {**run, 'steps': steps, 'wall_time_s': round(wall_time_s, 1),
+            'resumed_from_iter': resumed_from_iter,
             **{name: metrics[key] for name, key in METRIC_KEYS.items()},
             'per_class_ap': per_class}
 
@@ -61,7 +62,8 @@ def run_one(run_dir: str | Path, launcher: str = 'none') -> dict[str, Any]:
     runner = Runner.from_cfg(cfg)
     runner.train()
     metrics = runner.test()
-    record = _record(run, metrics, time.perf_counter() - start, resumed_from_iter)
+    record = _record(run, metrics, time.perf_counter() - start, resumed_from_iter,
+                     steps=runner.iter)
     if get_rank() == 0:
         write_json(run_dir / RESULT_FILE, record)
     return record
