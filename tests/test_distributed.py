@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -167,9 +168,80 @@ def test_exit_process_of_a_group_member_keeps_an_orderly_exit(tmp_path):
     assert 'torn down' not in run.stdout  # finalization, where the abort happened, skipped
 
 
-def test_exit_process_without_a_process_group_is_a_plain_exit():
+def test_exit_process_without_a_process_group_is_a_plain_exit(monkeypatch):
+    import atexit
+
     from plugin.compat import exit_process
 
+    monkeypatch.setattr(atexit, 'register', lambda *args: None)  # the deadline of this process
     with pytest.raises(SystemExit) as exit_:
         exit_process(2)
     assert exit_.value.code == 2
+
+
+# ------------------------------------------------ every exit has a deadline (exit_process)
+DEADLINE_S = 3
+
+# A non-daemon thread that never ends (a stuck writer thread, say) after the run's last
+# broadcast: Python's own exit, or a join without a deadline, would wait for it forever.
+STUCK_THREAD_AND_END = LOAD_COMPAT + """
+import threading
+import torch.distributed as dist
+dist.init_process_group('gloo')
+threading.Thread(target=threading.Event().wait, name='stuck-writer').start()
+dist.broadcast_object_list([{'bbox_mAP': 0.5}] if dist.get_rank() == 0 else [None], src=0)
+compat.exit_process(0)
+"""
+
+
+def test_a_stuck_thread_lets_a_two_process_run_end_at_the_deadline(tmp_path):
+    script = tmp_path / 'stuck_thread_and_end.py'
+    script.write_text(STUCK_THREAD_AND_END)
+    env = dict(os.environ, OMP_NUM_THREADS='1', PLUGIN_EXIT_DEADLINE_S=str(DEADLINE_S))
+    start = time.monotonic()
+    run = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone',
+                          '--nproc_per_node=2', str(script)], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-3000:]
+    # each process named what it waited for, and where that thread stood
+    assert run.stderr.count(f'exit deadline of {DEADLINE_S} s passed') == 2, run.stderr[-3000:]
+    assert run.stderr.count("thread 'stuck-writer' at wait") == 2
+    assert time.monotonic() - start < 120  # torchrun's start and the deadline, no more
+
+
+# Without a process group, a stuck thread ends the process at the deadline too; with one, a
+# stuck exit handler does. Either way the process ends with the run's status.
+STUCK_THREAD = """
+import sys, threading
+from plugin.compat import exit_process
+threading.Thread(target=threading.Event().wait, name='stuck-writer').start()
+exit_process(4, deadline_s=float(sys.argv[1]))
+"""
+
+STUCK_EXIT_HANDLER = LOAD_COMPAT + """
+import atexit, sys, threading
+import torch.distributed as dist
+
+def stuck_handler():
+    threading.Event().wait()
+
+atexit.register(stuck_handler)
+dist.init_process_group('gloo', init_method=sys.argv[2], rank=0, world_size=1)
+compat.exit_process(3, deadline_s=float(sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize(('script', 'status', 'waited_for'), [
+    (STUCK_THREAD, 4, "thread 'stuck-writer' at wait"),
+    (STUCK_EXIT_HANDLER, 3, 'an exit handler at wait'),
+], ids=['thread', 'exit_handler'])
+def test_a_stuck_thread_or_exit_handler_ends_at_the_deadline(tmp_path, script, status,
+                                                             waited_for):
+    run = subprocess.run([sys.executable, '-c', script, str(DEADLINE_S),
+                          f'file://{tmp_path}/store'], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == status, run.stderr[-3000:]
+    assert f'exit deadline of {DEADLINE_S} s passed' in run.stderr
+    assert waited_for in run.stderr, run.stderr[-3000:]
+    if script is STUCK_EXIT_HANDLER:
+        assert 'stuck_handler' in run.stderr  # the handler, named by its frames
