@@ -12,21 +12,44 @@ p_t = sigmoid(z)) in float64: the loss of a very easy negative stays exact.
 
 :func:`collect` runs a model over a dataset split and gathers the signed logits;
 :func:`imbalance_stats` and :func:`normalized_loss_cdf` are the math (plain torch).
+
+Effective negatives per positive (one axis for every way of treating negatives). For a model's
+scores on a split, with anchors assigned as in training (positive, negative, ignored), a method
+(a head, its classification loss and its sampler, taken from a config) gives every anchor a
+weight in the classification gradient. Relative to plain sigmoid cross entropy on the same
+scores (normalized as RetinaNet normalizes it, by the batch's positive anchors), anchor i's
+weight is
+
+    w_i = sum_c |dL_method / dx_ic| / sum_c |dCE / dx_ic|,   |dCE / dx_ic| = |sigmoid(x_ic) - y_ic|,
+
+summed over the C sigmoid outputs of its row: mining keeps or weighs whole anchors, and the
+counts it is compared with (N_neg / N_pos, SSD's 3 per positive) count anchors, so with row
+sums plain CE weighs every anchor 1 and mining weighs it by exactly its sampler weight. The
+effective number of negatives per positive is E = (sum of w over negative anchors) / (sum of w
+over positive anchors) over the split: plain CE gives N_neg / N_pos, hard 1:3 mining 3, soft
+mining its same budget (3 where an image has enough negatives), focal loss what its
+modulating factor leaves (little where the negatives are easy). The spread
+S = ESS(negatives) / ESS(positives), with Kish's effective sample size ESS = (sum w)^2 /
+sum w^2, counts over how many anchors that weight is spread: 3 for hard mining, rising to
+N_neg / N_pos as soft mining's temperature grows.
+:class:`EffectiveNegatives` computes both with autograd through each method's own head.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-__all__ = ['FIGURE4_GAMMAS', 'SignedLogits', 'collect', 'focal_terms', 'imbalance_stats',
-           'normalized_loss_cdf', 'plot_figure4']
+__all__ = ['EFFECTIVE_NEGATIVE_METHODS', 'FIGURE4_GAMMAS', 'AnchorBatch', 'EffectiveNegatives',
+           'SignedLogits', 'WeightSums', 'anchor_rows', 'anchor_weights', 'collect', 'focal_terms',
+           'imbalance_stats', 'method_head', 'normalized_loss_cdf', 'plot_figure4']
 
 FIGURE4_GAMMAS = (0.0, 0.5, 1.0, 2.0)
 
@@ -128,10 +151,12 @@ def plot_figure4(sample: SignedLogits, path: str, gammas: Sequence[float] = FIGU
 
 @torch.no_grad()
 def collect(cfg: Any, checkpoint: str | None, split: str = 'val', max_images: int = 200,
-            max_negatives_per_image: int = 20000, seed: int = 0) -> SignedLogits:
+            max_negatives_per_image: int = 20000, seed: int = 0,
+            on_batch: Callable[[AnchorBatch], None] | None = None) -> SignedLogits:
     """Run the model of ``cfg`` (weights from ``checkpoint``; None: as initialized) over the
     first ``max_images`` images of ``split`` ('train' or 'val', both with the test pipeline)
-    and gather signed logits and anchor counts, with the head's own target assignment."""
+    and gather signed logits and anchor counts, with the head's own target assignment.
+    ``on_batch`` (e.g. :meth:`EffectiveNegatives.add`) sees each batch's scores and targets."""
     from mmdet.registry import MODELS
     from mmengine.runner import Runner, load_checkpoint
 
@@ -163,15 +188,16 @@ def collect(cfg: Any, checkpoint: str | None, split: str = 'val', max_images: in
     for batch in loader:
         data = model.data_preprocessor(batch, False)
         samples = data['data_samples']
-        cls_scores, _ = head(model.extract_feat(data['inputs']))
+        cls_scores, bbox_preds = head(model.extract_feat(data['inputs']))
         metas = [s.metainfo for s in samples]
+        gt_instances = [s.gt_instances for s in samples]
         anchors, valid = head.get_anchors([c.shape[-2:] for c in cls_scores], metas,
                                           device=cls_scores[0].device)
-        labels, weights = head.get_targets(anchors, valid, [s.gt_instances for s in samples],
-                                           metas)[:2]
+        labels, weights = head.get_targets(anchors, valid, gt_instances, metas)[:2]
         labels, weights = torch.cat(labels, 1), torch.cat(weights, 1)
-        logits = torch.cat([c.permute(0, 2, 3, 1).reshape(c.shape[0], -1, head.num_classes)
-                            for c in cls_scores], 1)
+        logits = anchor_rows(cls_scores, head.num_classes)
+        if on_batch is not None:
+            on_batch(AnchorBatch(cls_scores, bbox_preds, gt_instances, metas, labels, weights))
         for image in range(logits.shape[0]):
             keep = weights[image] > 0
             x, y = logits[image][keep], labels[image][keep]
@@ -189,3 +215,151 @@ def collect(cfg: Any, checkpoint: str | None, split: str = 'val', max_images: in
             negatives.append(neg)
     sample.positives, sample.negatives = torch.cat(positives), torch.cat(negatives)
     return sample
+
+
+# The negatives grid's ways of treating negatives, as the configs that train them (paths from
+# the repository root); each gives the analyzed model its head type, classification loss and
+# train_cfg (:func:`method_head`).
+EFFECTIVE_NEGATIVE_METHODS = tuple(
+    f'configs/negatives/retinanet_r18_quick_{name}.py' for name in (
+        'ce_hard1to3', 'ce_soft_t01', 'ce_soft_t1', 'ce_soft_t10', 'ce_soft_t100', 'focal',
+        'ce_alpha75', 'focal_hard1to3', 'ghmc', 'dr_loss'))
+
+
+def anchor_rows(maps: Sequence[Tensor], channels: int) -> Tensor:
+    """Per-level maps [(B, a * channels, H, W)] -> (B, A, channels), the anchors in the order
+    of the head's targets."""
+    return torch.cat([m.permute(0, 2, 3, 1).reshape(m.shape[0], -1, channels) for m in maps], 1)
+
+
+@dataclass
+class AnchorBatch:
+    """One batch as :func:`collect` sees it: the head's outputs per level (cls_scores
+    (B, a * C, H, W), bbox_preds), the ground truth and image metas its loss takes, and the
+    training targets per anchor, labels (B, A) (C: background) and label_weights (B, A)
+    (0: ignored)."""
+
+    cls_scores: list[Tensor]
+    bbox_preds: list[Tensor]
+    gt_instances: list[Any]
+    metas: list[dict]
+    labels: Tensor
+    label_weights: Tensor
+
+
+def anchor_weights(gradient: Tensor, logits: Tensor, labels: Tensor,
+                   normalizer: float) -> Tensor:
+    """Each anchor's weight in a method's classification gradient relative to plain sigmoid
+    cross entropy on the same scores (module docstring), in float64.
+
+    Args:
+        gradient: (B, A, C) d loss / d logit of the method.
+        logits: (B, A, C) the scores.
+        labels: (B, A) class indices, C = background.
+        normalizer: what the cross entropy is divided by (RetinaNet: the batch's positive
+            anchors, at least 1).
+
+    Returns:
+        (B, A) sum_c |gradient| / sum_c |sigmoid(x) - y| * normalizer; 0 where the cross
+        entropy's gradient underflows to 0.
+    """
+    num_classes = logits.shape[-1]
+    target = F.one_hot(labels.long(), num_classes + 1)[..., :num_classes]
+    ce = (torch.sigmoid(logits.double()) - target).abs().sum(-1) / normalizer
+    method = gradient.double().abs().sum(-1)
+    return torch.where(ce > 0, method / ce.clamp(min=torch.finfo(torch.float64).tiny), 0.0)
+
+
+@dataclass
+class WeightSums:
+    """Sums over a split of the anchor weights w and w^2, positives and negatives apart
+    (ignored anchors left out)."""
+
+    positive: float = 0.0
+    negative: float = 0.0
+    positive_squares: float = 0.0
+    negative_squares: float = 0.0
+
+    def add(self, weights: Tensor, labels: Tensor, label_weights: Tensor,
+            num_classes: int) -> None:
+        """Add (B, A) anchor weights with their labels (C: background) and label_weights."""
+        candidate = label_weights > 0
+        positive = candidate & (labels < num_classes)
+        w = weights.double()
+        self.positive += float(w[positive].sum())
+        self.negative += float(w[candidate & ~positive].sum())
+        self.positive_squares += float(w[positive].square().sum())
+        self.negative_squares += float(w[candidate & ~positive].square().sum())
+
+    def per_positive(self) -> float:
+        """E: the negatives' weight over the positives' (inf without positive weight)."""
+        return self.negative / self.positive if self.positive > 0 else float('inf')
+
+    def spread_per_positive(self) -> float:
+        """S: Kish's effective sample size of the negatives' weights over the positives'."""
+        def size(total: float, squares: float) -> float:
+            return total * total / squares if squares > 0 else 0.0
+
+        positive = size(self.positive, self.positive_squares)
+        return size(self.negative, self.negative_squares) / positive if positive else float('inf')
+
+
+def method_head(model_cfg: Any, method_config: str | Path) -> torch.nn.Module:
+    """The analyzed model's head (anchors, classes, channels from ``model_cfg``, a model
+    config) trained as ``method_config`` trains: that config's ``model.bbox_head.type``,
+    ``model.bbox_head.loss_cls`` and ``model.train_cfg`` (assigner, sampler)."""
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+
+    import plugin  # noqa: F401  (registrations)
+
+    method = Config.fromfile(str(method_config)).model
+    head_cfg = copy.deepcopy(model_cfg.bbox_head)
+    head_cfg['type'] = method.bbox_head.type
+    head_cfg['loss_cls'] = copy.deepcopy(method.bbox_head.loss_cls)
+    head_cfg['train_cfg'] = copy.deepcopy(method.train_cfg)
+    head_cfg['test_cfg'] = copy.deepcopy(model_cfg.get('test_cfg'))
+    return MODELS.build(head_cfg)
+
+
+class EffectiveNegatives:
+    """Effective negatives per positive (E) and their spread (S) of several methods on one
+    model's scores (module docstring): hand it every batch (:meth:`add`, e.g. as
+    :func:`collect`'s ``on_batch``), then read :meth:`result`.
+
+    Each method's gradient is autograd's, through its own head's ``loss_by_feat`` on the
+    scores in float64: the same target assignment, sampler (``plugin.ops``' mining rules),
+    loss calls and state as in training (GHM-C's moving average of the gradient density runs
+    on over the batches). The losses' normalizers are constant within a batch, so they change
+    E only through how batches are pooled.
+
+    Args:
+        heads: method name -> head (:func:`method_head`).
+    """
+
+    def __init__(self, heads: dict[str, torch.nn.Module]) -> None:
+        self.heads = heads
+        self.sums = {name: WeightSums() for name in heads}
+
+    def add(self, batch: AnchorBatch) -> None:
+        """Add one batch's anchor weights under every method."""
+        num_classes = next(iter(self.heads.values())).num_classes
+        positive = (batch.labels < num_classes) & (batch.label_weights > 0)
+        normalizer = max(float(positive.sum()), 1.0)  # RetinaNet's cross entropy's
+        bbox_preds = [b.detach() for b in batch.bbox_preds]
+        with torch.enable_grad():
+            scores = [s.detach().double().requires_grad_() for s in batch.cls_scores]
+            logits = anchor_rows(scores, num_classes).detach()
+            for name, head in self.heads.items():
+                loss_cls = head.loss_by_feat(scores, bbox_preds, batch.gt_instances,
+                                             batch.metas)['loss_cls']
+                total = sum(loss_cls) if isinstance(loss_cls, (list, tuple)) else loss_cls
+                gradient = anchor_rows(torch.autograd.grad(total, scores), num_classes)
+                self.sums[name].add(anchor_weights(gradient, logits, batch.labels, normalizer),
+                                    batch.labels, batch.label_weights, num_classes)
+
+    def result(self) -> dict[str, dict[str, float]]:
+        """Per method: E ('per_positive') and S ('spread_per_positive')."""
+        return {name: {'per_positive': sums.per_positive(),
+                       'spread_per_positive': sums.spread_per_positive()}
+                for name, sums in self.sums.items()}

@@ -10,6 +10,8 @@ from pathlib import Path
 
 __all__ = ['main']
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def _analysis_parser() -> argparse.ArgumentParser:
     from mmengine.config import DictAction
@@ -31,6 +33,10 @@ def _analysis_parser() -> argparse.ArgumentParser:
                         help='negative examples kept per image (a uniform sample beyond)')
     parser.add_argument('--out', default='work_dirs/imbalance',
                         help='folder for imbalance.json and figure4.png')
+    parser.add_argument('--methods', nargs='+', metavar='CONFIG',
+                        help='configs whose head type, loss_cls and train_cfg (sampler) give '
+                        'the methods of the effective-negatives table (default: the quick '
+                        'negatives grid, configs/negatives/retinanet_r18_quick_*.py)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config entries, as in tools/train.py')
     return parser
@@ -42,7 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from mmengine.config import Config
 
-    from .imbalance import collect, imbalance_stats, plot_figure4
+    from .imbalance import (EFFECTIVE_NEGATIVE_METHODS, EffectiveNegatives, collect,
+                            imbalance_stats, method_head, plot_figure4)
 
     parser = _analysis_parser()
     args = parser.parse_args(argv)
@@ -50,16 +57,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path, what in ((args.config, 'config file'), (checkpoint, 'checkpoint')):
         if path is not None and not Path(path).is_file():
             parser.error(f"{what} '{path}' does not exist")
+    methods = args.methods or [str(ROOT / m) for m in EFFECTIVE_NEGATIVE_METHODS]
+    for path in methods:
+        if not Path(path).is_file():
+            parser.error(f"--methods: config file '{path}' does not exist")
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     try:
+        effective = EffectiveNegatives({Path(m).stem: method_head(cfg.model, m)
+                                        for m in methods})
         sample = collect(cfg, checkpoint, args.split, args.max_images,
-                         args.max_negatives_per_image)
+                         args.max_negatives_per_image, on_batch=effective.add)
     except (ValueError, FileNotFoundError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
     stats = imbalance_stats(sample, args.gammas, args.alpha)
+    stats['effective_negatives'] = {name: dict(values, config=method) for (name, values), method
+                                    in zip(effective.result().items(), methods)}
     stats.update(config=args.config, checkpoint=args.checkpoint, split=args.split)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -76,5 +91,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{float(gamma):5g} | {s['loss_share_negatives']:.3f}, "
               f"{s['loss_share_easy_negatives']:.3f} | {s['gradient_share_negatives']:.3f}, "
               f"{s['gradient_share_easy_negatives']:.3f}")
+    print(_effective_negatives_table(stats))
     print(f'-> {out / "imbalance.json"}, {out / "figure4.png"}')
     return 0
+
+
+def _effective_negatives_table(stats: dict) -> str:
+    """The effective-negatives table: per method, E and S (plugin.repro.imbalance)."""
+    rows = [('method', 'effective negatives per positive', 'spread per positive'),
+            ('plain CE (reference)', f"{stats['negatives_per_positive']:.4g}",
+             f"{stats['negatives_per_positive']:.4g}")]
+    rows += [(name, f"{v['per_positive']:.4g}", f"{v['spread_per_positive']:.4g}")
+             for name, v in stats['effective_negatives'].items()]
+    width = max(len(row[0]) for row in rows)
+    return '\n'.join(f'{a:<{width}} | {b:>32} | {c:>19}' for a, b, c in rows)
