@@ -2,6 +2,7 @@
 one-line errors, and real runs: skipped when finished, resumed when killed partway."""
 import json
 import math
+import statistics
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from mmengine.config import Config
 
-from plugin.repro.report import check_orderings
+from plugin.repro.report import check_confirmations, check_orderings, separation
 from plugin.repro.runner import Launch
 from plugin.repro.scales import ScaleOptions, build_run_config
 from plugin.repro.suites import SUITES, get_suite
@@ -111,12 +112,16 @@ def test_orderings_margin_in_units_of_the_seed_spread():
     got = {o.claim: o for o in check_orderings(records)}
     assert len(got) == 2  # no 1:3 mining run: that claim is left out
     ce = got['the paper: focal loss (gamma 2, alpha .25) above the best alpha-balanced CE']
-    assert ce.worse == 'table1b_fl_gamma0_alpha75' and ce.held
+    # paired by seed: +0.05 +0.06 +0.07, mean .06, SE .01 / sqrt(3) -> above
+    assert ce.worse == 'table1b_fl_gamma0_alpha75' and ce.separation.verdict == 'above'
+    assert ce.separation.standard_error == pytest.approx(0.01 / math.sqrt(3))
     spread = math.sqrt((0.02 ** 2 + 0.01 ** 2) / 2)
     assert ce.margin == pytest.approx(0.06) and ce.margin_in_spread == pytest.approx(
         0.06 / spread)
     ohem = got['the paper: focal loss above the best OHEM']
-    assert not ohem.held and ohem.margin_in_spread == pytest.approx(-0.05 / 0.02)
+    assert ohem.margin_in_spread == pytest.approx(-0.05 / 0.02)
+    # the same -0.05 at every seed: no spread in the differences, so below
+    assert ohem.separation.verdict == 'below' and ohem.separation.below == 3
 
 
 def test_negatives_orderings_take_the_best_temperature_and_stay_in_their_report():
@@ -130,8 +135,43 @@ def test_negatives_orderings_take_the_best_temperature_and_stay_in_their_report(
     assert list(got) == ['negatives: soft mining at its best temperature above hard 1:3 mining']
     soft = got['negatives: soft mining at its best temperature above hard 1:3 mining']
     assert (soft.better, soft.worse) == (neg + 'ce_soft_t1', neg + 'ce_hard1to3')
-    assert soft.margin == pytest.approx(0.04) and soft.held
+    assert soft.margin == pytest.approx(0.04) and soft.separation.verdict == 'above'
     assert soft.seed_differences == pytest.approx((0.03, 0.04, 0.05))
+
+
+@pytest.mark.parametrize('differences,verdict', [
+    # mean .02, sample sd .0115, SE .00365: 2 SE = .0073 < .02 -> above
+    ((0.0, 0.01, 0.02, 0.03, 0.04, 0.02, 0.02, 0.02, 0.03, 0.01), 'above'),
+    # mean .01, sample sd .0158, SE .00707: 2 SE = .0141 > .01 -> not separated
+    ((-0.01, 0.03, 0.0, 0.02, 0.01), 'not separated'),
+    ((-0.05, -0.04, -0.06), 'below'),
+    ((0.5,), 'not separated'),  # one seed: no standard error
+    ((), 'not separated'),
+])
+def test_separation_needs_the_mean_beyond_two_standard_errors(differences, verdict):
+    got = separation(differences)
+    assert got.verdict == verdict and got.threshold_se == 2.0
+    if len(differences) >= 2:
+        assert got.mean == pytest.approx(statistics.fmean(differences))
+        assert got.standard_error == pytest.approx(
+            statistics.stdev(differences) / math.sqrt(len(differences)))
+        assert got.above + got.below <= len(differences)
+        assert 'threshold 2 standard errors' in got.text()
+
+
+def test_confirmations_use_the_fresh_seeds_alone():
+    neg = 'retinanet_r18_quick_'
+    # seeds 0-4 (exploratory) favour T 10 by .05; the fresh seeds 5-9 by -.01 .. +.01
+    records = [{'name': neg + 'ce_soft_t10', 'seed': s, 'AP': 0.40} for s in range(5)]
+    records += [{'name': neg + 'ce_hard1to3', 'seed': s, 'AP': 0.35} for s in range(5)]
+    fresh = (0.01, -0.01, 0.0, 0.01, -0.01)
+    records += [{'name': neg + 'ce_soft_t10', 'seed': 5 + i, 'AP': 0.40 + d}
+                for i, d in enumerate(fresh)]
+    records += [{'name': neg + 'ce_hard1to3', 'seed': 5 + i, 'AP': 0.40} for i in range(5)]
+    got = check_confirmations(records)
+    assert [c.first for c in got] == [neg + 'ce_soft_t10']  # the other sides never ran
+    assert got[0].seed_differences == pytest.approx(fresh)
+    assert got[0].separation.verdict == 'not separated' and got[0].separation.seeds == 5
 
 
 def _tool(args: list[str], **kwargs) -> subprocess.CompletedProcess:

@@ -2,7 +2,9 @@
 from .dense_heads import MiningRetinaHead, MiningSSDHead
 from .losses import (EqualizedFocalLoss, FocalLossStar, PolyFocalLoss, SigmoidFocalLoss,
                      SoftmaxFocalLoss)
+from .hooks import SoftMiningTemperatureHook
 from .samplers import HardNegativeSampler
 
 __all__ = ['SigmoidFocalLoss', 'SoftmaxFocalLoss', 'FocalLossStar', 'PolyFocalLoss',
-           'EqualizedFocalLoss', 'HardNegativeSampler', 'MiningRetinaHead', 'MiningSSDHead']
+           'EqualizedFocalLoss', 'HardNegativeSampler', 'SoftMiningTemperatureHook',
+           'MiningRetinaHead', 'MiningSSDHead']

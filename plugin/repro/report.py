@@ -1,6 +1,11 @@
-"""A suite's tables and figure: mean and spread over seeds beside the published number, and
-the orderings it bears on (the focal-loss paper's, the negatives grid's), each margin in units
-of the seed-to-seed spread."""
+"""A suite's tables and figure: mean and spread over seeds beside the published number, the
+orderings it bears on (the focal-loss paper's, the negatives grid's; exploratory), and the
+comparisons declared before their seeds ran (confirmatory).
+
+Every comparison ends in one of three words, from the AP differences paired by seed (a seed
+fixes the initial weights and the data order of both sides): "above" or "below" where their
+mean lies beyond ``SEPARATION_THRESHOLD_SE`` standard errors of that mean from 0, otherwise
+"not separated". The threshold is printed with each result."""
 
 from __future__ import annotations
 
@@ -10,15 +15,62 @@ from pathlib import Path
 from typing import Any
 
 from .records import METRIC_KEYS, Summary, summarize, write_json
-from .suites import CLAIMS, Suite
+from .suites import (CLAIMS, CONFIRMATIONS, CONFIRMATORY_SEEDS, SEPARATION_THRESHOLD_SE,
+                     Suite)
 
-__all__ = ['Ordering', 'check_orderings', 'write_suite_report']
+__all__ = ['Ordering', 'Separation', 'check_confirmations', 'check_orderings', 'separation',
+           'write_suite_report']
+
+
+@dataclass(frozen=True)
+class Separation:
+    """Paired differences (first - second, one per seed): their mean, its standard error
+    (sample standard deviation / sqrt(n); NaN below two seeds), the sign count, and the
+    verdict at ``threshold_se`` standard errors."""
+
+    seeds: int
+    mean: float
+    standard_error: float
+    above: int  # seeds where first > second
+    below: int
+    threshold_se: float
+    verdict: str  # 'above', 'below' or 'not separated'
+
+    def text(self) -> str:
+        """One line: the verdict, the threshold, the mean +- SE and the sign count."""
+        if self.seeds == 0:
+            return 'not separated (no seed run by both sides)'
+        return (f'{self.verdict} (threshold {self.threshold_se:g} standard errors); paired '
+                f'mean {self.mean:+.3f} ± {self.standard_error:.3f} AP over {self.seeds} '
+                f'seeds, {self.above} above, {self.below} below, '
+                f'{self.seeds - self.above - self.below} level')
+
+
+def separation(differences: tuple[float, ...],
+               threshold_se: float = SEPARATION_THRESHOLD_SE) -> Separation:
+    """The :class:`Separation` of paired ``differences``. With fewer than two, nothing
+    is separated: no standard error can be estimated."""
+    n = len(differences)
+    mean = sum(differences) / n if n else math.nan
+    se = math.nan
+    if n >= 2:
+        se = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1) / n)
+    verdict = 'not separated'
+    if n >= 2 and mean - threshold_se * se > 0:
+        verdict = 'above'
+    elif n >= 2 and mean + threshold_se * se < 0:
+        verdict = 'below'
+    return Separation(seeds=n, mean=mean, standard_error=se,
+                      above=sum(d > 0 for d in differences),
+                      below=sum(d < 0 for d in differences), threshold_se=threshold_se,
+                      verdict=verdict)
 
 
 @dataclass(frozen=True)
 class Ordering:
     """``better`` above ``worse`` in mean AP: by ``margin`` AP points, ``margin_in_spread``
-    times the pooled seed spread sqrt((s_better^2 + s_worse^2) / 2)."""
+    times the pooled seed spread sqrt((s_better^2 + s_worse^2) / 2); ``separation`` judges
+    it on the seeds both ran. Exploratory: a best-of-several side is picked on these seeds."""
 
     claim: str
     better: str
@@ -26,8 +78,20 @@ class Ordering:
     margin: float
     spread: float
     margin_in_spread: float
-    held: bool
+    separation: Separation
     seed_differences: tuple[float, ...] = ()  # better - worse, seed by seed, where both ran
+
+
+@dataclass(frozen=True)
+class ConfirmatoryResult:
+    """A declared comparison (:data:`plugin.repro.suites.CONFIRMATIONS`) on the fresh seeds
+    :data:`CONFIRMATORY_SEEDS` alone."""
+
+    text: str
+    first: str
+    second: str
+    separation: Separation
+    seed_differences: tuple[float, ...]
 
 
 def _best(summaries: dict[str, Summary], names: tuple[str, ...]) -> Summary | None:
@@ -51,12 +115,29 @@ def check_orderings(records: list[dict[str, Any]],
             continue
         margin = better.mean['AP'] - worse.mean['AP']
         spread = math.sqrt((better.std['AP'] ** 2 + worse.std['AP'] ** 2) / 2)
+        differences = _seed_differences(records, better.name, worse.name)
         out.append(Ordering(claim=claim.text, better=better.name, worse=worse.name,
                             margin=margin, spread=spread,
                             margin_in_spread=margin / spread if spread > 0 else math.nan,
-                            held=margin > 0,
-                            seed_differences=_seed_differences(records, better.name,
-                                                               worse.name)))
+                            separation=separation(differences),
+                            seed_differences=differences))
+    return out
+
+
+def check_confirmations(records: list[dict[str, Any]],
+                        among: set[str] | None = None) -> list[ConfirmatoryResult]:
+    """The declared comparisons whose two sides have records on a confirmatory seed (and,
+    given ``among``, that name one of those configs), on those seeds alone."""
+    fresh = [r for r in records if r['seed'] in CONFIRMATORY_SEEDS]
+    out = []
+    for c in CONFIRMATIONS:
+        if among is not None and among.isdisjoint((c.first, c.second)):
+            continue
+        differences = _seed_differences(fresh, c.first, c.second)
+        if differences:
+            out.append(ConfirmatoryResult(text=c.text, first=c.first, second=c.second,
+                                          separation=separation(differences),
+                                          seed_differences=differences))
     return out
 
 
@@ -77,7 +158,8 @@ def _cell(summary: Summary, metric: str) -> str:
 
 
 def _markdown(suite: Suite, scale: str, summaries: list[tuple[Any, Summary | None]],
-              orderings: list[Ordering], commits: list[str]) -> str:
+              orderings: list[Ordering], confirmations: list[ConfirmatoryResult],
+              commits: list[str]) -> str:
     lines = [f'# {suite.name} at the {scale} scale', '', suite.description, '',
              f'Made by `python tools/reproduce.py {suite.name} --scale {scale} ...` at '
              f"commit {', '.join(commits) or '-'}. Mean ± sample standard deviation over "
@@ -92,17 +174,25 @@ def _markdown(suite: Suite, scale: str, summaries: list[tuple[Any, Summary | Non
         seeds = ' '.join(map(str, summary.seeds))
         cells = ' | '.join(_cell(summary, m) for m in METRIC_KEYS)
         lines.append(f'| {entry.name} | {seeds} | {cells} | {ref} |')
-    lines += ['', '## Orderings', '']
+    lines += ['', '## Orderings (exploratory)', '',
+              'Each claim\'s side that is the best of several configs was picked on the same '
+              'seeds that measure it, so these margins are optimistic.', '']
     if not orderings:
         lines.append('None checkable yet: no claim had both of its sides run.')
     for o in orderings:
-        verdict = 'held' if o.held else 'did not hold'
-        if abs(o.margin_in_spread) < 1:
-            verdict += ' (within one seed spread: not separated)'
         by_seed = ' '.join(f'{d:+.3f}' for d in o.seed_differences)
-        lines.append(f'- {o.claim}: {verdict}; {o.better} - {o.worse} = {o.margin:+.3f} AP, '
-                     f'{o.margin_in_spread:+.1f} x the seed spread ({o.spread:.3f}); '
-                     f'seed by seed: {by_seed or "no common seed"}.')
+        lines.append(f'- {o.claim}: {o.better} vs {o.worse}: {o.separation.text()}; '
+                     f'difference of means {o.margin:+.3f} AP, {o.margin_in_spread:+.1f} x the '
+                     f'seed spread ({o.spread:.3f}); seed by seed: {by_seed or "none"}.')
+    if confirmations:
+        lines += ['', '## Confirmatory comparisons', '',
+                  f"Declared before their seeds ran (plugin/repro/suites.py, CONFIRMATIONS); "
+                  f"measured on the fresh seeds {' '.join(map(str, CONFIRMATORY_SEEDS))} "
+                  f'alone.', '']
+        for c in confirmations:
+            by_seed = ' '.join(f'{d:+.3f}' for d in c.seed_differences)
+            lines.append(f'- {c.text}: {c.first} vs {c.second}: {c.separation.text()}; '
+                         f'seed by seed: {by_seed}.')
     return '\n'.join(lines) + '\n'
 
 
@@ -145,6 +235,7 @@ def write_suite_report(suite: Suite, scale: str, records: list[dict[str, Any]],
     mine = [r for r in records if r['name'] in names]
     summaries = [(e, summarize(mine, e.name)) for e in entries]
     orderings = check_orderings(records, among=names)
+    confirmations = check_confirmations(records, among=names)
     commits = sorted({r['commit'] for r in mine})
     write_json(suite_dir / 'results.json', {
         'suite': suite.name, 'scale': scale, 'commits': commits,
@@ -152,8 +243,9 @@ def write_suite_report(suite: Suite, scale: str, records: list[dict[str, Any]],
                      'reference_source': e.reference_source,
                      'summary': None if s is None else asdict(s)} for e, s in summaries],
         'orderings': [asdict(o) for o in orderings],
+        'confirmations': [asdict(c) for c in confirmations],
         'runs': mine})
     (suite_dir / 'results.md').write_text(_markdown(suite, scale, summaries, orderings,
-                                                    commits))
+                                                    confirmations, commits))
     if plot:
         _plot(suite, scale, mine, summaries, suite_dir / 'results.png')
