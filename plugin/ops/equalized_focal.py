@@ -13,8 +13,8 @@ import torch
 from torch import Tensor
 
 from . import fast
-from .fast.targets import compute_dtype
-from .focal import _checked_call, _float_inputs, alpha_t, binary_terms, reduce_loss
+from .fast.targets import alpha_t, compute_dtype
+from .focal import _checked_call, _float_inputs, binary_terms, reduce_loss
 from .params import Alpha, EqualizedFocalParams
 
 __all__ = ['equalized_focal_gammas', 'equalized_focal_loss']

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import fast
-from .fast.targets import compute_dtype, dense_targets
+from .fast.targets import alpha_t, compute_dtype, dense_targets, smoothed_targets
 from .params import (Alpha, FocalStarParams, Poly1FocalParams, SigmoidFocalParams,
                      SoftmaxFocalParams, check_alpha, check_inputs)
 
@@ -159,11 +159,6 @@ def binary_terms(x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     return ce, q.clamp(min=_tiny(x))
 
 
-def alpha_t(t: Tensor, alpha: float | Tensor | None) -> Tensor | float:
-    """alpha for positives, 1 - alpha for negatives, mixed linearly for soft targets."""
-    return 1.0 if alpha is None else alpha * t + (1 - alpha) * (1 - t)
-
-
 def reduce_loss(loss: Tensor, weight: Tensor | None, reduction: str,
                 normalizer: float | Tensor | None = None) -> Tensor:
     """Weight (per row or per element, broadcast from the left), then reduce: 'none', 'mean'
@@ -182,7 +177,7 @@ def _float_inputs(inputs: Tensor, targets: Tensor,
     """Logits in the compute dtype, and dense float targets (class indices one-hot)."""
     x = inputs.to(compute_dtype(inputs))
     t = dense_targets(targets, x)
-    return x, (t * (1 - label_smoothing) + 0.5 * label_smoothing if label_smoothing else t)
+    return x, smoothed_targets(t, label_smoothing)
 
 
 def _checked_call(inputs: Tensor, targets: Tensor, weight: Tensor | None, reduction: str,

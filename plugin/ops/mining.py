@@ -106,7 +106,7 @@ def soft_negative_weights(losses: Tensor, positive: Tensor, negative: Tensor,
     :func:`hard_negative_mask`; 1 gives the hardest negative 0.63, falling to 0.01 over about
     five budgets; as it grows the weights tend to K / N on every candidate (``inf``). The far
     tail holding under 5e-4 of K is left at 0, which spares ranking and training on it
-    (``benchmark_mining.py``: soft at SSD300 batch 32 then costs 1.4x hard, not 1.6x).
+    (timed by ``tools/benchmark_mining.py``).
 
     Args:
         losses: (B, A) per-anchor loss used for ranking, any float dtype (no gradient).

@@ -57,7 +57,7 @@ def greedy_nms_sorted(boxes: Tensor, valid: Tensor, iou_threshold: float) -> Ten
 
 # Positions decided together by greedy_nms_blocks. One fixed point over all M positions
 # needs hundreds of M x M passes on dense anchors; blocks of 64, compared only with the boxes
-# kept before them, are 10-40x faster (tools/benchmark_ohem.py, docs/benchmarks.md).
+# kept before them, need far less work (timed by tools/benchmark_ohem.py).
 _NMS_BLOCK = 64
 
 

@@ -1,7 +1,7 @@
-"""The backward of a row gather that recycles its dense gradient buffer (a speed trick).
+"""The backward of a row gather that recycles its dense gradient buffer.
 
-Benchmark: ``python tools/benchmark_mining.py`` (README, Mining): at SSD300 batch 32 it is why
-the plugin's mining beats writing a fresh zero-filled gradient.
+Why: a fresh zero-filled dense gradient every step is a full-size write that the mining
+otherwise pays for (timed by ``tools/benchmark_mining.py``).
 """
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
 """A loss as compiled (value, gradient) kernels behind one autograd Function.
 
-What it buys: autograd would keep a chain of full-size intermediates for the backward pass;
-here the forward keeps the logits and targets only (README, "Sigmoid focal loss": 10.8x less
-peak memory than mmdet's FocalLoss). On CPU (compute-bound) the forward computes the value
-and the analytic gradient in one pass and the backward at most scales that gradient in place;
-on a GPU (memory-bound) the forward computes the value and the backward the gradient.
+Why: autograd would keep a chain of full-size intermediates for the backward pass; here the
+forward keeps the logits and targets only (peak memory: ``tools/benchmark_losses.py``). On CPU
+(compute-bound) the forward computes the value and the analytic gradient in one pass and the
+backward at most scales that gradient in place; on a GPU (memory-bound) the forward computes
+the value and the backward the gradient.
 
 Every kernel has one signature: ``kernel(logits, targets, weight, scale, *, reduction,
 **params)``, where ``scale`` multiplies the result (the normalizer's reciprocal, times the

@@ -1,8 +1,7 @@
 """The compile cache: pure tensor functions compiled per input signature, state per kernel.
 
-What it buys: a compiled CPU loop runs the sigmoid focal loss and its gradient in one pass,
-24x faster than mmdet's CPU path and 1.5x the memory-traffic floor (README, "Sigmoid focal
-loss" table, ``tools/benchmark_losses.py``); eagerly each term is a pass over memory.
+Why: compiled, a loss and its gradient are one loop over memory; eagerly each term is a pass
+of its own (timed by ``tools/benchmark_losses.py``).
 
 ``PLUGIN_COMPILE``: unset or ``1`` compiles, ``0`` runs the readable formulas eagerly,
 ``strict`` compiles and raises where compiling fails (tests: a fallback is an error).
@@ -105,7 +104,7 @@ class CompiledKernel:
             self.failure = cause
             logger.warning(
                 'plugin: compiling kernel %s failed (%s), also in a fresh cache directory '
-                '(%s); it runs eagerly from now on, 15-20x slower. Fix: check the C++ '
+                '(%s); it runs eagerly from now on, many times slower. Fix: check the C++ '
                 'compiler and the cache directory (%s); set PLUGIN_COMPILE=0 to run eagerly '
                 'without this warning.', self.name, cause, fresh_dir, _describe(cache_dir))
             return eager_out

@@ -1,8 +1,7 @@
 """EFL's gradient statistics in the fused pass: per-class sums of |dL/dx| over positive and
 negative entries, from the gradient the one-pass kernel has just computed (no second read of
-the logits). The readable version is in :mod:`plugin.ops.equalized_focal`.
-
-What it buys: EFL at 1.4x the sigmoid loss with its statistics (README variants table).
+the logits; timed by ``tools/benchmark_losses.py``). The readable version is in
+:mod:`plugin.ops.equalized_focal`.
 """
 from __future__ import annotations
 
@@ -18,7 +17,7 @@ _ROW_BLOCKS = 64
 
 def _column_sums(values: Tensor) -> Tensor:
     """(N, C) -> (C,) sums over rows, taken in row blocks first: a compiled loop then runs in
-    parallel over the blocks, not over a few strips of 16 columns (3x faster here)."""
+    parallel over the blocks, not over a few strips of 16 columns."""
     head = values.shape[0] // _ROW_BLOCKS * _ROW_BLOCKS
     blocks = values[:head].reshape(_ROW_BLOCKS, -1, values.shape[-1]).sum(1)
     return blocks.sum(0) + values[head:].sum(0)

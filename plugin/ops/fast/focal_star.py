@@ -1,6 +1,6 @@
 """Fused kernels of FL* (focal-loss paper, appendix A); the readable formula is
-:func:`plugin.ops.focal.focal_loss_star`. What they buy: as for the sigmoid family, one
-compiled pass for value and gradient (README variants table: FL* 0.96x the sigmoid loss).
+:func:`plugin.ops.focal.focal_loss_star`. Why: as for the sigmoid family, one
+compiled pass for value and gradient (timed by ``tools/benchmark_losses.py``).
 
 Parameters (keyword-only): ``alpha`` (float, (C,) tensor or None), ``gamma`` > 0, ``beta``.
 """
@@ -12,18 +12,9 @@ from torch import Tensor
 
 from .reduction import chain_gradient, reduce_weighted, scaled
 from .sigmoid import softplus_parts
-from .targets import class_mask, dense_targets, upcast
+from .targets import alpha_t, class_mask, dense_targets, upcast
 
 __all__ = ['focal_star_value', 'focal_star_grad']
-
-
-def _alpha_t(t: Tensor, alpha: float | Tensor | None) -> Tensor | float:
-    """alpha for positives, 1 - alpha for negatives; ``t`` a bool mask or float targets."""
-    if alpha is None:
-        return 1.0
-    if t.dtype == torch.bool:
-        return torch.where(t, alpha, 1 - alpha)
-    return alpha * t + (1 - alpha) * (1 - t)
 
 
 def focal_star_value(logits: Tensor, targets: Tensor, weight: Tensor | None, scale: Tensor, *,
@@ -37,7 +28,7 @@ def focal_star_value(logits: Tensor, targets: Tensor, weight: Tensor | None, sca
     else:
         t = dense_targets(targets, x)
         loss = t * F.softplus(-(z + beta)) + (1 - t) * F.softplus(z - beta)
-    return scaled(reduce_weighted(loss * (_alpha_t(t, alpha) / gamma), weight, reduction),
+    return scaled(reduce_weighted(loss * (alpha_t(t, alpha) / gamma), weight, reduction),
                   scale, reduction)
 
 
@@ -53,5 +44,5 @@ def focal_star_grad(logits: Tensor, targets: Tensor, weight: Tensor | None, scal
     else:
         t = dense_targets(targets, x)
         grad = (1 - t) * torch.sigmoid(z - beta) - t * torch.sigmoid(-(z + beta))
-    grad = grad * _alpha_t(t, alpha)
+    grad = grad * alpha_t(t, alpha)
     return chain_gradient(grad, weight, scale, reduction, x.numel(), logits.dtype)

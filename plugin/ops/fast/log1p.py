@@ -1,7 +1,7 @@
 """log1p(e) for e in [0, 1] as a polynomial, inside compiled float32 loops.
 
-What it buys: a vectorized log1p took about a third of the compiled sigmoid focal loop; the
-polynomial costs a few multiply-adds (README, "Sigmoid focal loss", ``benchmark_losses.py``).
+Why: a vectorized log1p is a costly call in the compiled sigmoid focal loop; the polynomial
+is a few multiply-adds (timed by ``tools/benchmark_losses.py``).
 """
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
 """Fused kernels of the sigmoid family: focal loss, Poly-1 and EFL in one value/gradient pair.
 
-The readable formulas are in :mod:`plugin.ops.focal`; these kernels must equal them. What the
-kernels buy: the loss and its analytic gradient in one compiled pass (README, "Sigmoid focal
-loss": 24x mmdet's CPU path, 1.5x the floor). With class-index ("indexed") targets every entry
-is first treated as a negative (no per-entry target test, no selects), then one entry per row
-is replaced by its positive value (README: "rewrites the one label entry of each row").
+The readable formulas are in :mod:`plugin.ops.focal`; these kernels must equal them. Why:
+the loss and its analytic gradient in one compiled pass (timed by
+``tools/benchmark_losses.py``). With class-index ("indexed") targets every entry is first
+treated as a negative (no per-entry target test, no selects), then one entry per row is
+replaced by its positive value.
 
 Parameters (keyword-only): ``alpha`` (float, (C,) tensor or None), ``gamma`` (float or (C,)),
 ``epsilon`` (Poly-1's coefficient, 0 for none), ``class_weight`` ((C,) or None: EFL's
@@ -19,7 +19,8 @@ from torch import Tensor
 
 from .log1p import log1p_unit
 from .reduction import chain_factor, chain_gradient, reduce_weighted, scaled
-from .targets import at_columns, broadcast_left, dense_targets, label_columns, upcast
+from .targets import (alpha_t, at_columns, broadcast_left, dense_targets, label_columns,
+                      smoothed_targets, upcast)
 
 __all__ = ['sigmoid_focal_value', 'sigmoid_focal_grad', 'softplus_parts', 'power']
 
@@ -39,9 +40,9 @@ def softplus_parts(z: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 
 def power(base: Tensor, exponent: float | Tensor, log_base: Tensor | None = None
           ) -> Tensor | float:
-    """base ** exponent: small integer exponents as products (with pows the softmax focal
-    loss took 1/0.89 of the sigmoid loss's time, with products 1/0.92-1/0.96: the variants
-    table of ``tools/benchmark_losses.py``); others from ``log_base`` if given (one exp)."""
+    """base ** exponent: small integer exponents as products, cheaper than pow in the
+    compiled loops (timed by ``tools/benchmark_losses.py``); others from ``log_base`` if
+    given (one exp)."""
     if isinstance(exponent, float) and exponent.is_integer() and 0 <= exponent <= 8:
         if exponent == 0:
             return 1.0
@@ -56,10 +57,6 @@ def power(base: Tensor, exponent: float | Tensor, log_base: Tensor | None = None
 
 def _nonzero(gamma: float | Tensor) -> bool:
     return not isinstance(gamma, float) or gamma != 0
-
-
-def _alpha_t(t: Tensor, alpha: Param) -> Tensor | float:
-    return 1.0 if alpha is None else alpha * t + (1 - alpha) * (1 - t)
 
 
 def _negative_alpha(alpha: Param) -> float | Tensor:
@@ -143,10 +140,6 @@ def _uses_indexed_path(targets: Tensor, label_smoothing: float) -> bool:
     return not targets.dtype.is_floating_point and not label_smoothing
 
 
-def _smoothed(t: Tensor, label_smoothing: float) -> Tensor:
-    return t * (1 - label_smoothing) + 0.5 * label_smoothing if label_smoothing else t
-
-
 def _soft_parts(x: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """For soft targets: dCE/dx = p - t, 1 - p_t = t (1 - p) + (1 - t) p, its derivative, and
     CE = t softplus(-x) + (1 - t) softplus(x); sums of same-signed terms, no cancellation."""
@@ -164,10 +157,10 @@ def sigmoid_focal_value(logits: Tensor, targets: Tensor, weight: Tensor | None, 
     if _uses_indexed_path(targets, label_smoothing):
         return scaled(_indexed_value(x, targets, weight, reduction, alpha, **shared), scale,
                       reduction)
-    t = _smoothed(dense_targets(targets, x), label_smoothing)
+    t = smoothed_targets(dense_targets(targets, x), label_smoothing)
     _, q, _, ce = _soft_parts(x, t)
     modulator = power(q, gamma)
-    loss = ce * modulator * _alpha_t(t, alpha)
+    loss = ce * modulator * alpha_t(t, alpha)
     if epsilon:  # Poly-1's term, unbalanced as in the paper
         loss = loss + epsilon * modulator * q
     if class_weight is not None:
@@ -183,7 +176,7 @@ def sigmoid_focal_grad(logits: Tensor, targets: Tensor, weight: Tensor | None, s
     if _uses_indexed_path(targets, label_smoothing):
         return _indexed_grad(x, targets, weight, scale, reduction, alpha,
                              **shared).to(logits.dtype)
-    t = _smoothed(dense_targets(targets, x), label_smoothing)
+    t = smoothed_targets(dense_targets(targets, x), label_smoothing)
     dce, q, dq, ce = _soft_parts(x, t)
     if _nonzero(gamma):
         # q ** (gamma - 1) is infinite at q = 0 for gamma < 1, where its factor dq is 0.
@@ -191,9 +184,9 @@ def sigmoid_focal_grad(logits: Tensor, targets: Tensor, weight: Tensor | None, s
         if not isinstance(gamma, float) or gamma < 1:
             q_pow = torch.where(q > 0, q_pow, 0.0)
         modulator = q_pow * q
-        grad = (dce * modulator + gamma * ce * q_pow * dq) * _alpha_t(t, alpha)
+        grad = (dce * modulator + gamma * ce * q_pow * dq) * alpha_t(t, alpha)
     else:
-        modulator, grad = 1.0, dce * _alpha_t(t, alpha)
+        modulator, grad = 1.0, dce * alpha_t(t, alpha)
     if epsilon:
         grad = grad + epsilon * (gamma + 1) * modulator * dq
     if class_weight is not None:

@@ -1,9 +1,10 @@
 """Fused kernels of the softmax focal loss; the readable formula is
 :func:`plugin.ops.focal.softmax_focal_loss`.
 
-What they buy: per row, the logsumexp and log p_y are taken once without gradient (in one
-sweep over each row on CPU: shifted by the label's logit, no row maximum first; README
-variants table and "Mining": the SSD ranking pass), then value and gradient in one pass.
+Why: per row, the logsumexp and log p_y are taken once without gradient (in one sweep over
+each row on CPU: shifted by the label's logit, no row maximum first), then value and
+gradient in one pass (timed by ``tools/benchmark_losses.py``; the SSD ranking pass by
+``tools/benchmark_mining.py``).
 
 Parameters (keyword-only): ``lse`` (N,) and ``log_p_y`` ((N,) or None for dense targets) from
 :func:`softmax_row_terms`, ``alpha`` ((C + 1,) tensor or None), ``gamma``.

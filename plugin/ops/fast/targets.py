@@ -1,6 +1,7 @@
-"""Target encoding inside the kernels: class indices used as they are, never a one-hot copy.
+"""Targets, shared by the readable formulas and the kernels: class indices used as they are
+(never a one-hot copy), label smoothing, and the alpha weight of each target.
 
-What it buys: a detection head passes class indices (N,); a one-hot (N, C) float would be one
+Why: a detection head passes class indices (N,); a one-hot (N, C) float would be one
 more full-size read per pass. In a compiled loop the index comparison fuses into the loss.
 """
 from __future__ import annotations
@@ -9,7 +10,7 @@ import torch
 from torch import Tensor
 
 __all__ = ['compute_dtype', 'upcast', 'dense_targets', 'class_mask', 'label_columns',
-           'at_columns', 'broadcast_left']
+           'at_columns', 'broadcast_left', 'smoothed_targets', 'alpha_t']
 
 
 def compute_dtype(logits: Tensor) -> torch.dtype:
@@ -53,3 +54,18 @@ def at_columns(values: Tensor, columns: Tensor) -> Tensor:
 def broadcast_left(weight: Tensor, like: Tensor) -> Tensor:
     """View a (N,) or (N, C) weight so that it broadcasts over ``like`` from the left."""
     return weight.reshape(weight.shape + (1,) * (like.dim() - weight.dim())).to(like.dtype)
+
+
+def smoothed_targets(t: Tensor, label_smoothing: float) -> Tensor:
+    """Binary label smoothing: targets t (N, C) in [0, 1] become t (1 - eps) + eps / 2."""
+    return t * (1 - label_smoothing) + 0.5 * label_smoothing if label_smoothing else t
+
+
+def alpha_t(t: Tensor, alpha: float | Tensor | None) -> Tensor | float:
+    """alpha for positives, 1 - alpha for negatives, mixed linearly for soft targets; ``t`` is
+    a bool mask or float targets (N, C), ``alpha`` a float, a (C,) tensor or None (1)."""
+    if alpha is None:
+        return 1.0
+    if t.dtype == torch.bool:
+        return torch.where(t, alpha, 1 - alpha)
+    return alpha * t + (1 - alpha) * (1 - t)
