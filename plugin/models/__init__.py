@@ -1,10 +1,10 @@
 """MMDetection adapters: registration, config arguments and validation over plugin.ops."""
 from .dense_heads import MiningRetinaHead, MiningSSDHead
-from .losses import (EqualizedFocalLoss, FocalLossStar, PolyFocalLoss, SigmoidFocalLoss,
-                     SoftmaxFocalLoss)
+from .losses import (DRLoss, EqualizedFocalLoss, FocalLossStar, PolyFocalLoss,
+                     SigmoidFocalLoss, SoftmaxFocalLoss)
 from .hooks import SoftMiningTemperatureHook
 from .samplers import HardNegativeSampler
 
 __all__ = ['SigmoidFocalLoss', 'SoftmaxFocalLoss', 'FocalLossStar', 'PolyFocalLoss',
-           'EqualizedFocalLoss', 'HardNegativeSampler', 'SoftMiningTemperatureHook',
+           'EqualizedFocalLoss', 'DRLoss', 'HardNegativeSampler', 'SoftMiningTemperatureHook',
            'MiningRetinaHead', 'MiningSSDHead']
