@@ -6,7 +6,9 @@ run from a folder outside the repository.
 """
 from __future__ import annotations
 
+import configparser
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -88,3 +90,30 @@ def test_wheel_installs_without_deps_and_trains_through_custom_imports(tmp_path)
     assert 'Iter(train) [3/3]' in log, log[-3000:]
     assert 'coco/bbox_mAP' in log, log[-3000:]
     assert (outside / 'work' / 'iter_3.pth').exists()
+
+
+def _readme_versions() -> dict[str, tuple[str, str]]:
+    """README "Installation": package -> (tested, declared), from its versions table."""
+    rows = re.findall(r'^\| (Python|torch|mmengine|mmcv|mmdet) \| ([^|]+) \| ([^|]+) \|$',
+                      (ROOT / 'README.md').read_text(), flags=re.M)
+    return {name: (tested.strip(), declared.strip()) for name, tested, declared in rows}
+
+
+def test_readme_versions_are_the_ones_setup_pins_and_setup_cfg_declares():
+    readme = _readme_versions()
+    setup_sh = (ROOT / 'tools' / 'setup.sh').read_text()
+    pinned = dict(re.findall(r'\b(torch|mmcv|mmengine|mmdet)==([\w.]+)', setup_sh))
+    for name in ('torch', 'mmcv', 'mmengine', 'mmdet'):
+        assert readme[name][0].startswith(pinned[name]), (name, readme[name], pinned[name])
+
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / 'setup.cfg')
+    declared = {re.match(r'[\w-]+', line).group(): line for line in
+                (cfg['options']['install_requires'] + cfg['options.extras_require']['mmdet'])
+                .split()}
+    assert readme['Python'][1] == cfg['options']['python_requires'].replace('>=', '>= ')
+    assert readme['torch'][1] == declared['torch'].replace('torch>=', '>= ')
+    assert readme['mmengine'][1] == declared['mmengine'].split('==')[1]
+    assert readme['mmdet'][1] == declared['mmdet'].split('==')[1]
+    assert readme['mmcv'][1] == declared['mmcv'].replace('mmcv>=', '>= ').replace(',<', ', < ')
+    assert readme['Python'][0] == f'{sys.version_info.major}.{sys.version_info.minor}'
