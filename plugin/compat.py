@@ -312,6 +312,11 @@ def exit_after(main: Callable[[], int]) -> NoReturn:
 def _join_threads(deadline: float) -> list[threading.Thread]:
     """Join the non-daemon threads (what finalization would wait for) until ``deadline``;
     returns those still running then."""
+    # First what finalization does first (threading._shutdown): the callbacks registered with
+    # threading._register_atexit, e.g. concurrent.futures telling its idle pool workers to
+    # end. Without them an idle ThreadPoolExecutor worker is never done.
+    for callback in reversed(getattr(threading, '_threading_atexits', [])):
+        callback()
     while True:
         waiting = [t for t in threading.enumerate()
                    if t is not threading.main_thread() and not t.daemon and t.is_alive()]
