@@ -125,6 +125,34 @@ def test_coco_config_trains_two_steps_and_evaluates_on_real_images(config, tmp_p
     assert 0.0 <= result['metrics']['coco/bbox_mAP_50'] <= 1.0
 
 
+def _distinct_first() -> list[Path]:
+    """The default run's configs, then one per distinct model (backbone, input size, head,
+    loss, sampler), then the rest: the order of the smoke table, so that a table cut short
+    has covered every code path first."""
+    from mmengine.config import Config
+
+    def key(path: Path) -> str:
+        model = Config.fromfile(str(path)).model
+        sampler = model.train_cfg.get('sampler', {})
+        return json.dumps([model.backbone.get('type'), model.backbone.get('depth'),
+                           model.bbox_head.type, model.bbox_head.get('loss_cls', {}).get('type'),
+                           sampler.get('type'), sampler.get('mode'),
+                           Config.fromfile(str(path)).train_pipeline[2].get('scale'),
+                           model.bbox_head.get('anchor_generator', {}).get('input_size')],
+                          default=str)
+
+    ordered = [ROOT / 'configs' / p for p in DEFAULT_RUN]
+    seen = {key(p) for p in ordered}
+    rest = []
+    for path in coco_configs():
+        if path in ordered:
+            continue
+        k = key(path)
+        (rest if k in seen else ordered).append(path)
+        seen.add(k)
+    return ordered + rest
+
+
 def _table(configs: list[Path], work_root: Path, out: Path) -> None:
     """Run the smoke of each config in turn, one line per config in ``out`` (JSON lines)."""
     done = {json.loads(line)['config'] for line in out.read_text().splitlines()} \
@@ -135,28 +163,44 @@ def _table(configs: list[Path], work_root: Path, out: Path) -> None:
             continue
         work_dir = work_root / name.replace('/', '__')
         work_dir.mkdir(parents=True, exist_ok=True)
-        result = _smoke_in_subprocess(config, work_dir)
+        finished = work_dir / 'smoke.json'  # by an earlier, interrupted call
+        result = json.loads(finished.read_text()) if finished.is_file() \
+            else _smoke_in_subprocess(config, work_dir)
         with out.open('a') as f:
             f.write(json.dumps(result) + '\n')
         print(f"{name}: step {result['step_time_s']:.1f} s, peak {result['peak_rss_mb']:.0f} "
               f"MB, AP {result['metrics'].get('coco/bbox_mAP')}", flush=True)
 
 
+def _markdown(results: list[dict]) -> str:
+    lines = ['| config | step (s) | 2 steps (s) | peak memory (MB) | losses | AP (4 images) |',
+             '|---|---:|---:|---:|---|---:|']
+    for r in results:
+        lines.append(f"| {r['config']} | {r['step_time_s']:.1f} | {r['train_s']:.0f} | "
+                     f"{r['peak_rss_mb']:,.0f} | {' '.join(f'{x:.3f}' for x in r['losses'])} | "
+                     f"{r['metrics']['coco/bbox_mAP']:.3f} |")
+    return '\n'.join(lines)
+
+
 def main() -> None:
     """``--one CONFIG WORK_DIR OUT``: one smoke run, its result to OUT (the tests call this);
-    ``--table [OUT]``: every COCO config in turn (docs/coco_smoke.md's table)."""
+    ``--table [OUT]``: every COCO config in turn (docs/coco_smoke.md's table);
+    ``--markdown OUT``: that table in Markdown."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument('--one', nargs=3, metavar=('CONFIG', 'WORK_DIR', 'OUT'))
     parser.add_argument('--table', nargs='?', const='work_dirs/coco_smoke/smoke.jsonl')
+    parser.add_argument('--markdown')
     args = parser.parse_args()
-    if args.one:
+    if args.markdown:
+        print(_markdown([json.loads(line) for line in
+                         Path(args.markdown).read_text().splitlines()]))
+    elif args.one:
         config, work_dir, out = (Path(p).resolve() for p in args.one)
         Path(out).write_text(json.dumps(smoke_run(config, work_dir)) + '\n')
     else:
         out = Path(args.table).resolve()
         out.parent.mkdir(parents=True, exist_ok=True)
-        first = [ROOT / 'configs' / p for p in DEFAULT_RUN]  # one per family, then the rest
-        _table(first + [p for p in coco_configs() if p not in first], out.parent / 'runs', out)
+        _table(_distinct_first(), out.parent / 'runs', out)
 
 
 if __name__ == '__main__':

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .records import METRIC_KEYS, RESULT_FILE, RUN_FILE, write_json
+from .records import (METRIC_KEYS, RESULT_FILE, RUN_FILE, config_sha256, environment,
+                      schedule_name, write_json)
 
 __all__ = ['run_one']
 
@@ -35,13 +36,14 @@ def _record(run: dict[str, Any], metrics: dict[str, float], wall_time_s: float,
 def run_one(run_dir: str | Path, launcher: str = 'none') -> dict[str, Any]:
     """Train and evaluate the run in ``run_dir``; returns (and on rank 0 writes) its record."""
     from mmengine.config import Config
-    from mmengine.dist import get_rank
+    from mmengine.dist import get_rank, get_world_size
     from mmengine.runner import Runner
 
     import plugin  # noqa: F401  (registrations, checkpoint loading)
-    from plugin.compat import allow_mmengine_checkpoints
+    from plugin.compat import allow_cpu_launch, allow_mmengine_checkpoints
 
     allow_mmengine_checkpoints()
+    allow_cpu_launch()  # --launcher pytorch without CUDA: gloo, as tools/train.py
     start = time.perf_counter()
     run_dir = Path(run_dir)
     run = json.loads((run_dir / RUN_FILE).read_text())
@@ -64,6 +66,11 @@ def run_one(run_dir: str | Path, launcher: str = 'none') -> dict[str, Any]:
     metrics = runner.test()
     record = _record(run, metrics, time.perf_counter() - start, resumed_from_iter,
                      steps=runner.iter)
+    # What a rerun needs besides the command (run.json): the config's hash (the file is
+    # beside the record), the length, the processes, the versions and the thread count.
+    record.update(config_sha256=config_sha256(run_dir / 'config.py'),
+                  schedule=run.get('schedule') or schedule_name(cfg.train_cfg),
+                  processes=get_world_size(), **environment())
     if get_rank() == 0:
         write_json(run_dir / RESULT_FILE, record)
     return record
