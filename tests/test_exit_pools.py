@@ -14,16 +14,15 @@ sys.path.insert(0, {str(ROOT)!r})
 from plugin.compat import exit_process
 pool = ThreadPoolExecutor(2)
 pool.submit(time.sleep, 0.01).result()  # two idle, non-daemon workers from here on
-print('ran', flush=True)
+print(time.monotonic(), flush=True)
 exit_process(3, deadline_s=30)
 '''
 
 
 def test_an_idle_thread_pool_does_not_hold_the_exit():
-    start = time.monotonic()
     done = subprocess.run([sys.executable, '-c', SCRIPT], capture_output=True, text=True,
-                          timeout=120)
-    elapsed = time.monotonic() - start
-    assert done.stdout == 'ran\n' and done.returncode == 3, done.stderr
+                          timeout=300)
+    elapsed = time.monotonic() - float(done.stdout)  # one clock for both processes (Linux)
+    assert done.returncode == 3, done.stderr
     assert 'deadline' not in done.stderr, done.stderr
     assert elapsed < 15, f'the exit waited {elapsed:.0f} s for idle pool workers'
