@@ -287,8 +287,8 @@ def _reproduce(suite: str, name: str, out: Path, *extra: str) -> subprocess.Comp
 def _check_run(out: Path, suite: str, name: str, proc: subprocess.CompletedProcess) -> dict:
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert f'[1/1] {suite} {name} seed 0: AP' in proc.stdout
-    records = sorted((out / 'coco' / 'runs').glob('*/seed*/results.json'))
-    assert records == [out / 'coco' / 'runs' / name / 'seed0' / 'results.json']
+    records = sorted((out / 'coco' / 'runs').glob('*/*/seed*/results.json'))
+    assert records == [out / 'coco' / 'runs' / name / '2it' / 'seed0' / 'results.json']
     record = json.loads(records[0].read_text())
     assert (record['scale'], record['steps'], record['seed']) == ('coco', 2, 0)
     assert record['command'].startswith(f'python tools/reproduce.py {suite} --scale coco')
@@ -319,7 +319,7 @@ def test_reproduce_runs_the_coco_scale_on_two_processes(tmp_path):
                       '--port', str(_free_port()))
     record = _check_run(tmp_path, suite, name, proc)
     assert '--launcher pytorch --gpus 2' in record['command']
-    log = (tmp_path / 'coco' / 'runs' / name / 'seed0' / 'worker.log').read_text()
+    log = (tmp_path / 'coco' / 'runs' / name / '2it' / 'seed0' / 'worker.log').read_text()
     assert 'Distributed training: True' in log and 'uses the gloo backend' in log
     # Only rank 0 writes the record (one file, no half-written copy left behind).
     assert not list((tmp_path / 'coco' / 'runs').rglob('*.tmp'))

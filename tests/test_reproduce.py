@@ -1,16 +1,23 @@
 """tools/reproduce.py: the config each scale runs, the tables' arithmetic against hand sums,
 one-line errors, and real runs: skipped when finished, resumed when killed partway."""
+import hashlib
 import json
 import math
-import statistics
 import os
+import platform
+import shlex
+import statistics
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import mmcv
+import mmdet
+import mmengine
 import pytest
+import torch
 from mmengine.config import Config
 
 from plugin.repro.report import check_confirmations, check_orderings, separation
@@ -217,10 +224,21 @@ def test_one_run_writes_its_record_and_a_second_call_skips_it(tiny_data, tmp_pat
     assert first.returncode == 0, first.stderr[-3000:]
     assert '[1/1] table1d table1b_fl_gamma2_alpha25 seed 0: AP' in first.stdout
     assert 'ETA' in first.stdout
-    run = tmp_path / 'out/quick/runs/table1b_fl_gamma2_alpha25/seed0'
+    run = tmp_path / 'out/quick/runs/table1b_fl_gamma2_alpha25/2it/seed0'  # 2 steps
     record = json.loads((run / 'results.json').read_text())
     assert record['seed'] == 0 and record['scale'] == 'quick'
     assert record['config'] == 'configs/ablations/table1b_fl_gamma2_alpha25.py'
+    # what a stranger needs to run it again
+    assert record['schedule'] == '2it' and record['steps'] == 2
+    assert record['command'] == shlex.join(['python', 'tools/reproduce.py', *args])
+    assert record['options']['max_iters'] == 2 and record['launch']['launcher'] == 'none'
+    assert record['config_sha256'] == hashlib.sha256((run / 'config.py').read_bytes()).hexdigest()
+    assert Config.fromfile(run / 'config.py').train_cfg.max_iters == 2
+    assert record['versions'] == {'python': platform.python_version(), 'torch': torch.__version__,
+                                  'mmcv': mmcv.__version__, 'mmdet': mmdet.__version__,
+                                  'mmengine': mmengine.__version__}
+    assert record['threads'] == {'torch': 1, 'OMP_NUM_THREADS': '1'}  # as _tool sets it
+    assert record['processes'] == 1
     assert set(record['per_class_ap']) <= {'circle', 'square', 'triangle', 'cross', 'ring',
                                            'diamond'}
     for key in ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'wall_time_s', 'commit'):
@@ -257,7 +275,7 @@ def test_tiny_suite_resumes_a_run_killed_partway(tiny_data, tmp_path):
     args = _suite_args(tiny_data, tmp_path / 'out', names, ['0', '1'], 40)
     runs = tmp_path / 'out/quick/runs'
     # 40 steps keep the quick schedule's shape: a checkpoint every 7 steps.
-    first_ckpt = runs / names[0] / 'seed0' / 'last_checkpoint'
+    first_ckpt = runs / names[0] / '40it' / 'seed0' / 'last_checkpoint'
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONWARNINGS': 'ignore'}
     proc = subprocess.Popen([*TOOL, *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
@@ -266,18 +284,19 @@ def test_tiny_suite_resumes_a_run_killed_partway(tiny_data, tmp_path):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # the suite and its worker, mid-run
     proc.wait()
-    assert first_ckpt.exists() and not (runs / names[0] / 'seed0' / 'results.json').exists()
+    assert first_ckpt.exists() and not first_ckpt.with_name('results.json').exists()
 
     out = _tool(args)
     assert out.returncode == 0, out.stderr[-3000:]
     assert '4 runs, 0 finished before, 4 to run' in out.stdout
-    killed = json.loads((runs / names[0] / 'seed0' / 'results.json').read_text())
+    killed = json.loads(first_ckpt.with_name('results.json').read_text())
     assert 7 <= killed['resumed_from_iter'] < 40
-    log = (runs / names[0] / 'seed0' / 'worker.log').read_text()
+    log = first_ckpt.with_name('worker.log').read_text()
     assert f"resumed epoch: 0, iter: {killed['resumed_from_iter']}" in log  # mmengine's line
     for name in names:
         for seed in (0, 1):
-            record = json.loads((runs / name / f'seed{seed}' / 'results.json').read_text())
+            record = json.loads((runs / name / '40it' / f'seed{seed}' / 'results.json')
+                                .read_text())
             assert record['resumed_from_iter'] is None or (name, seed) == (names[0], 0)
     report = (tmp_path / 'out/quick/table1d/results.md').read_text()
     assert 'focal loss above CE with 1:3 hard negative mining' in report
@@ -291,7 +310,7 @@ def test_coco128_scale_runs_end_to_end(tmp_path):
                  '--seeds', '0', '--iters', '4', '--only', 'table1b_fl_gamma2_alpha25',
                  '--out', str(tmp_path)])
     assert out.returncode == 0, out.stderr[-3000:]
-    record = json.loads((tmp_path / 'coco128/runs/table1b_fl_gamma2_alpha25/seed0/'
+    record = json.loads((tmp_path / 'coco128/runs/table1b_fl_gamma2_alpha25/4it/seed0/'
                          'results.json').read_text())
     assert record['scale'] == 'coco128' and 0 <= record['AP'] <= 1
 
@@ -306,3 +325,51 @@ def test_continuum_plot_reads_a_negatives_report(tmp_path):
                           str(results)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert (tmp_path / 'continuum.png').stat().st_size > 0
+
+
+# ------------------------------------------------ a run's length is part of its identity
+def _fake_record(folder: Path, name: str, seed: int, schedule: str | None) -> None:
+    folder.mkdir(parents=True)
+    record = {'name': name, 'seed': seed, 'AP': 0.5}
+    if schedule is not None:
+        record['schedule'] = schedule
+    (folder / 'results.json').write_text(json.dumps(record))
+
+
+def test_runs_of_two_lengths_are_two_runs_and_a_report_takes_its_own(tmp_path, monkeypatch):
+    from plugin.repro import runner
+
+    name = 'table1b_fl_gamma2_alpha25'
+    entry = _entry('table1b', name)
+    short, long = (runner._plan([entry], _quick(max_iters=n), [0], tmp_path)[0]
+                   for n in (600, 1200))
+    assert short.run_dir == tmp_path / name / '600it' / 'seed0'
+    assert long.run_dir == tmp_path / name / '1200it' / 'seed0'
+
+    _fake_record(tmp_path / name / '600it' / 'seed0', name, 0, '600it')
+    _fake_record(tmp_path / name / '1200it' / 'seed0', name, 0, '1200it')
+    # a run folder of the layout before lengths: no length in its record, only in its config
+    legacy = tmp_path / name / 'seed1'
+    _fake_record(legacy, name, 1, None)
+    (legacy / 'spec.json').write_text(json.dumps({'config': json.dumps(
+        {'train_cfg': {'type': 'IterBasedTrainLoop', 'max_iters': 600}})}))
+    reported = []
+    monkeypatch.setattr(runner, 'write_suite_report',
+                        lambda suite, scale, records, *args, **kw: reported.append(records))
+    runner._report(get_suite('table1b'), 'quick', tmp_path, {'600it'}, tmp_path, plot=False)
+    assert sorted((r['seed'], r['schedule']) for r in reported[0]) == [(0, '600it'),
+                                                                       (1, '600it')]
+
+
+def test_a_run_folder_from_before_lengths_is_kept_when_it_holds_the_same_config(tmp_path):
+    from plugin.repro import runner
+    from plugin.repro.scales import describe
+
+    name = 'table1b_fl_gamma2_alpha25'
+    cfg = build_run_config(_entry('table1b', name), _quick(), seed=1)
+    legacy = tmp_path / name / 'seed1'
+    legacy.mkdir(parents=True)
+    (legacy / 'spec.json').write_text(json.dumps({'config': describe(cfg)}))
+    assert runner._plan([_entry('table1b', name)], _quick(), [1], tmp_path)[0].run_dir == legacy
+    other = runner._plan([_entry('table1b', name)], _quick(max_iters=100), [1], tmp_path)[0]
+    assert other.run_dir == tmp_path / name / '100it' / 'seed1'

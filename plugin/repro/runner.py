@@ -3,11 +3,14 @@ interrupted ones, one progress line per run, the suite's tables rewritten after 
 
 Layout under ``out``::
 
-    SCALE/runs/NAME/seedS/   config.py, run.json, results.json, checkpoints, mmengine logs
-    SCALE/SUITE/             results.json, results.md, results.png
+    SCALE/runs/NAME/LENGTH/seedS/   config.py, run.json, results.json, checkpoints, logs
+    SCALE/SUITE/                    results.json, results.md, results.png
 
-Runs live apart from suites, so a config two suites share (focal loss in table1b and table1d)
-runs once.
+LENGTH is the run's schedule ('600it': 600 steps, '12ep': 12 epochs), so runs of one config
+at two lengths (``--iters``) are two runs, and a suite's report takes the runs of its own
+length. Runs live apart from suites, so a config two suites share (focal loss in table1b and
+table1d) runs once. A run folder written before the length was part of it (``NAME/seedS``)
+is used as it is when it holds the same config.
 """
 
 from __future__ import annotations
@@ -18,15 +21,16 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-
-from .records import RESULT_FILE, RUN_FILE, load_records, write_json
+from .records import (RESULT_FILE, RUN_FILE, load_records, portable_path, repo_commit,
+                      schedule_name, write_json)
 from .report import write_suite_report
 from .scales import ScaleOptions, build_run_config, check_data, describe
-from .suites import Suite
+from .suites import Suite, SuiteEntry
 
 __all__ = ['Launch', 'RunFailedError', 'run_suite', 'repo_commit']
 
@@ -69,17 +73,15 @@ class Launch:
                 sys.executable, '-u', *worker, '--launcher', 'slurm']
 
 
-def repo_commit(repo_root: Path) -> str:
-    """HEAD's short hash, with '+dirty' when tracked files differ from it ('unknown' outside
-    a git checkout)."""
-    def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(['git', *args], cwd=repo_root, capture_output=True, text=True)
+@dataclass(frozen=True)
+class PlannedRun:
+    """One (entry, seed) of a suite: its config, its length and its folder."""
 
-    head = git('rev-parse', '--short', 'HEAD')
-    if head.returncode != 0:
-        return 'unknown'
-    dirty = git('diff', '--quiet', 'HEAD', '--').returncode != 0
-    return head.stdout.strip() + ('+dirty' if dirty else '')
+    entry: SuiteEntry
+    seed: int
+    cfg: Any
+    length: str
+    run_dir: Path
 
 
 def _prepare(run_dir: Path, cfg_text: str, cfg: Any, run: dict[str, Any]) -> None:
@@ -88,8 +90,8 @@ def _prepare(run_dir: Path, cfg_text: str, cfg: Any, run: dict[str, Any]) -> Non
     if spec_file.is_file():
         if json.loads(spec_file.read_text())['config'] != cfg_text:
             raise RunFailedError(
-                f'{run_dir} holds a run made with other settings (scale options, --iters or a '
-                f'changed config); give another --out or delete that folder')
+                f'{run_dir} holds a run made with other settings (scale options or a changed '
+                f'config); give another --out or delete that folder')
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.dump(str(run_dir / 'config.py'))
@@ -121,78 +123,132 @@ def run_suite(suite: Suite, options: ScaleOptions, seeds: list[int], out: Path,
     folders and prints the commands without running them; ``report_only`` runs nothing and
     rewrites the report from the records there are.
     """
-    entries = suite.entries_at(options.scale)
-    if only:
-        unknown = sorted(set(only) - {e.name for e in entries})
-        if unknown:
-            raise ValueError(f"--only {' '.join(unknown)}: not in {suite.name} at the "
-                             f"{options.scale} scale; allowed: "
-                             f"{', '.join(e.name for e in entries)}")
-        entries = tuple(e for e in entries if e.name in only)
-    skipped = [e.name for e in suite.entries if e not in suite.entries_at(options.scale)]
-    if skipped:
-        print(f"reproduce: {suite.name}: {', '.join(skipped)} not run at the "
-              f'{options.scale} scale')
+    entries = _select_entries(suite, options.scale, only)
     runs_dir = out / options.scale / 'runs'
     suite_dir = out / options.scale / suite.name
     suite_dir.mkdir(parents=True, exist_ok=True)
+    plan = _plan(entries, options, seeds, runs_dir)
+    lengths = {run.length for run in plan}
     if report_only:
-        records = load_records(runs_dir)
-        write_suite_report(suite, options.scale, records, suite_dir, plot=True)
+        records = _report(suite, options.scale, runs_dir, lengths, suite_dir, plot=True)
         print(f'reproduce: {suite.name} report rewritten from {len(records)} records -> '
               f'{suite_dir}')
         return records
     check_data(options)
     repo = Path(options.repo_root).resolve()
     commit = repo_commit(repo)
-
-    plan = []
-    for entry in entries:
-        for seed in seeds:
-            cfg = build_run_config(entry, options, seed)
-            run_dir = runs_dir / entry.name / f'seed{seed}'
-            run = {'name': entry.name, 'config': entry.config, 'seed': seed,
-                   'scale': options.scale, 'commit': commit,
-                   'command': shlex.join(['python', *sys.argv])}
-            _prepare(run_dir, describe(cfg), cfg, run)
-            plan.append((entry, seed, run_dir))
-
-    todo = [p for p in plan if not (p[2] / RESULT_FILE).is_file()]
+    _prepare_all(plan, _run_fields(options, launch, commit, repo))
+    todo = [run for run in plan if not (run.run_dir / RESULT_FILE).is_file()]
     print(f'reproduce: {suite.name} at the {options.scale} scale: {len(plan)} runs, '
           f'{len(plan) - len(todo)} finished before, {len(todo)} to run -> {suite_dir}')
-    env = {**os.environ, 'PYTHONPATH': os.pathsep.join(
-        [str(repo), *filter(None, [os.environ.get('PYTHONPATH')])])}
-    env.setdefault('THP_MEM_ALLOC_ENABLE', '1')  # see tools/_runtime.py
-    start, failures = time.perf_counter(), []
-    for done, (entry, seed, run_dir) in enumerate(todo, 1):
-        command = launch.command(run_dir)
-        if dry_run:
-            print(' '.join(command))
-            continue
-        _note_commit(run_dir, commit)
-        run_start = time.perf_counter()
-        with open(run_dir / 'worker.log', 'a') as log:
-            status = subprocess.run(command, cwd=repo, env=env, stdout=log,
-                                    stderr=subprocess.STDOUT).returncode
-        elapsed = time.perf_counter() - start
-        eta = elapsed / done * (len(todo) - done)
-        if status == 0 and (run_dir / RESULT_FILE).is_file():
-            record = json.loads((run_dir / RESULT_FILE).read_text())
-            outcome = f"AP {record['AP']:.3f}"
-        else:
-            failures.append(str(run_dir / 'worker.log'))
-            outcome = f"FAILED (exit {status}, see {run_dir / 'worker.log'})"
-        print(f'[{done}/{len(todo)}] {suite.name} {entry.name} seed {seed}: {outcome} in '
-              f'{time.perf_counter() - run_start:.0f} s | suite {_minutes(elapsed)}, '
-              f'ETA {_minutes(eta)}', flush=True)
-        write_suite_report(suite, options.scale, load_records(runs_dir), suite_dir,
-                           plot=False)
     if dry_run:
+        for run in todo:
+            print(' '.join(launch.command(run.run_dir)))
         return []
-    records = load_records(runs_dir)
-    write_suite_report(suite, options.scale, records, suite_dir, plot=True)
+    failures = _run_all(todo, suite, options.scale, launch, repo, commit,
+                        on_each=lambda: _report(suite, options.scale, runs_dir, lengths,
+                                                suite_dir, plot=False))
+    records = _report(suite, options.scale, runs_dir, lengths, suite_dir, plot=True)
     if failures:
         raise RunFailedError(f"{len(failures)} run(s) failed; logs: {', '.join(failures)}")
     names = {e.name for e in entries}
     return [r for r in records if r['name'] in names and r['seed'] in seeds]
 
+
+def _select_entries(suite: Suite, scale: str, only: list[str] | None
+                    ) -> tuple[SuiteEntry, ...]:
+    """The suite's entries at ``scale``, restricted to ``only``; names those the scale skips."""
+    entries = suite.entries_at(scale)
+    if only:
+        unknown = sorted(set(only) - {e.name for e in entries})
+        if unknown:
+            raise ValueError(f"--only {' '.join(unknown)}: not in {suite.name} at the "
+                             f"{scale} scale; allowed: {', '.join(e.name for e in entries)}")
+        entries = tuple(e for e in entries if e.name in only)
+    skipped = [e.name for e in suite.entries if e not in suite.entries_at(scale)]
+    if skipped:
+        print(f"reproduce: {suite.name}: {', '.join(skipped)} not run at the {scale} scale")
+    return entries
+
+
+def _plan(entries: Iterable[SuiteEntry], options: ScaleOptions, seeds: list[int],
+          runs_dir: Path) -> list[PlannedRun]:
+    """Every (entry, seed) with its config, its length and its folder."""
+    plan = []
+    for entry in entries:
+        for seed in seeds:
+            cfg = build_run_config(entry, options, seed)
+            length = schedule_name(cfg.train_cfg)
+            plan.append(PlannedRun(entry, seed, cfg, length,
+                                   _run_dir(runs_dir, entry.name, length, seed, describe(cfg))))
+    return plan
+
+
+def _run_dir(runs_dir: Path, name: str, length: str, seed: int, cfg_text: str) -> Path:
+    """``NAME/LENGTH/seedS``; a folder of the layout before lengths, ``NAME/seedS``, when it
+    holds this very config (its runs are kept, not run again)."""
+    unsized = runs_dir / name / f'seed{seed}'
+    spec = unsized / 'spec.json'
+    if spec.is_file() and json.loads(spec.read_text())['config'] == cfg_text:
+        return unsized
+    return runs_dir / name / length / f'seed{seed}'
+
+
+def _run_fields(options: ScaleOptions, launch: Launch, commit: str,
+                repo: Path) -> dict[str, Any]:
+    """What every run of this call records besides its entry and seed: the code, the command
+    and its options (paths as another machine reads them)."""
+    scale_options = {k: v for k, v in asdict(options).items() if k != 'repo_root'}
+    scale_options['data_root'] = portable_path(options.data_root, repo)
+    return {'scale': options.scale, 'commit': commit,
+            'command': shlex.join(['python', *sys.argv]),
+            'options': scale_options, 'launch': asdict(launch)}
+
+
+def _prepare_all(plan: list[PlannedRun], fields: dict[str, Any]) -> None:
+    for run in plan:
+        record = {'name': run.entry.name, 'config': run.entry.config, 'seed': run.seed,
+                  'schedule': run.length, **fields}
+        _prepare(run.run_dir, describe(run.cfg), run.cfg, record)
+
+
+def _run_all(todo: list[PlannedRun], suite: Suite, scale: str, launch: Launch, repo: Path,
+             commit: str, on_each: Callable[[], Any]) -> list[str]:
+    """Run each planned run in a worker, one progress line each, ``on_each()`` after each;
+    returns the logs of those that failed."""
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join(
+        [str(repo), *filter(None, [os.environ.get('PYTHONPATH')])])}
+    env.setdefault('THP_MEM_ALLOC_ENABLE', '1')  # see tools/_runtime.py
+    start, failures = time.perf_counter(), []
+    for done, run in enumerate(todo, 1):
+        _note_commit(run.run_dir, commit)
+        run_start = time.perf_counter()
+        status = _run_worker(run.run_dir, launch, repo, env)
+        if status == 0 and (run.run_dir / RESULT_FILE).is_file():
+            record = json.loads((run.run_dir / RESULT_FILE).read_text())
+            outcome = f"AP {record['AP']:.3f}"
+        else:
+            failures.append(str(run.run_dir / 'worker.log'))
+            outcome = f"FAILED (exit {status}, see {run.run_dir / 'worker.log'})"
+        elapsed = time.perf_counter() - start
+        eta = elapsed / done * (len(todo) - done)
+        print(f'[{done}/{len(todo)}] {suite.name} {run.entry.name} seed {run.seed}: {outcome} '
+              f'in {time.perf_counter() - run_start:.0f} s | suite {_minutes(elapsed)}, '
+              f'ETA {_minutes(eta)}', flush=True)
+        on_each()
+    return failures
+
+
+def _run_worker(run_dir: Path, launch: Launch, repo: Path, env: dict[str, str]) -> int:
+    """The worker on ``run_dir``, its output appended to ``worker.log``; its exit status."""
+    with open(run_dir / 'worker.log', 'a') as log:
+        return subprocess.run(launch.command(run_dir), cwd=repo, env=env, stdout=log,
+                              stderr=subprocess.STDOUT).returncode
+
+
+def _report(suite: Suite, scale: str, runs_dir: Path, lengths: set[str], suite_dir: Path,
+            plot: bool) -> list[dict[str, Any]]:
+    """Write the suite's report from the records of runs of these lengths; returns them."""
+    records = [r for r in load_records(runs_dir) if r.get('schedule') in lengths]
+    write_suite_report(suite, scale, records, suite_dir, plot=plot)
+    return records
