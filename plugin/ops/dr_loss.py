@@ -8,9 +8,10 @@ positives (an anchor's own class) and negatives (every other class of a non-igno
     q+_i = softmax_i(-p+_i / lambda+)   P+ = sum_i q+_i p+_i   (hard positives weigh more)
     loss = tau * l(P- - P+ + gamma),    l(z) = log(1 + exp(L z)) / L
 
-q is the worst case over distributions within a KL ball around the uniform one (the paper's
-closed form): lambda -> 0 gives the hardest score (max of p-, min of p+), lambda -> inf the
-mean. The paper sums the loss over images; the authors' code ranks the whole batch at once.
+q- is the paper's closed-form worst case, the maximizer of sum_j q_j p-_j - lambda- KL(q || u)
+with u uniform (q+ the minimizer for the positives): lambda -> 0 gives the hardest score (max
+of p-, min of p+), lambda -> inf the mean. The paper sums the loss over images; the authors'
+code ranks all images of a GPU's batch at once.
 """
 from __future__ import annotations
 
