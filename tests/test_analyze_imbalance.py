@@ -119,6 +119,14 @@ def test_tool_on_hand_set_scores(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     stats = json.loads((out / 'imbalance.json').read_text())
     assert (out / 'figure4.png').stat().st_size > 10_000
+    # a record another machine can rerun: the code that made it, paths from the repository
+    head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT,
+                          capture_output=True, text=True).stdout.strip()
+    assert stats['commit'].split('+')[0] == head
+    assert stats['config'] == QUICKSTART and stats['checkpoint'] == str(checkpoint)
+    assert stats['command'].startswith(f'python tools/analyze_imbalance.py {QUICKSTART} ')
+    assert all(v['config'].startswith('configs/negatives/')
+               for v in stats['effective_negatives'].values())
 
     anchors = torch.cat(model.bbox_head.prior_generator.grid_priors(
         [(16, 16), (8, 8), (4, 4)], device='cpu'))
@@ -135,3 +143,13 @@ def test_tool_on_hand_set_scores(tmp_path):
             assert shares[f'{what}_share_negatives'] == pytest.approx(n / (p + n), rel=1e-5)
             assert shares[f'{what}_share_easy_negatives'] == pytest.approx(n / (p + n),
                                                                            rel=1e-5)
+
+
+def test_record_paths_read_the_same_on_another_machine(tmp_path):
+    from plugin.repro.records import portable_path
+
+    assert portable_path(ROOT / QUICKSTART, ROOT) == QUICKSTART
+    run_file = tmp_path / 'out' / 'quick' / 'runs' / 'fl' / '600it' / 'seed0' / 'iter_600.pth'
+    assert portable_path(run_file, ROOT) == 'OUT/quick/runs/fl/600it/seed0/iter_600.pth'
+    assert portable_path(Path.home() / 'elsewhere' / 'a.py', ROOT) == '~/elsewhere/a.py'
+    assert portable_path('/opt/x.py', ROOT) == '/opt/x.py'

@@ -4,9 +4,12 @@ split (:mod:`plugin.repro.imbalance`), printed and written as JSON and a figure.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from .records import portable_path, repo_commit
 
 __all__ = ['main']
 
@@ -73,9 +76,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f'error: {err}', file=sys.stderr)
         return 2
     stats = imbalance_stats(sample, args.gammas, args.alpha)
-    stats['effective_negatives'] = {name: dict(values, config=method) for (name, values), method
+    stats['effective_negatives'] = {name: dict(values, config=portable_path(method, ROOT))
+                                    for (name, values), method
                                     in zip(effective.result().items(), methods)}
-    stats.update(config=args.config, checkpoint=args.checkpoint, split=args.split)
+    # What a rerun needs: the code and the command, with paths as another machine reads them.
+    stats.update(config=portable_path(args.config, ROOT),
+                 checkpoint=args.checkpoint if checkpoint is None
+                 else portable_path(checkpoint, ROOT),
+                 split=args.split, commit=repo_commit(ROOT),
+                 command=_portable_command(sys.argv[1:] if argv is None else argv))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / 'imbalance.json').write_text(json.dumps(stats, indent=1) + '\n')
@@ -94,6 +103,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(_effective_negatives_table(stats))
     print(f'-> {out / "imbalance.json"}, {out / "figure4.png"}')
     return 0
+
+
+def _portable_command(argv: Sequence[str]) -> str:
+    """The command line, its existing paths as :func:`portable_path` writes them."""
+    args = [portable_path(a, ROOT) if Path(a).exists() else a for a in argv]
+    return shlex.join(['python', 'tools/analyze_imbalance.py', *args])
 
 
 def _effective_negatives_table(stats: dict) -> str:
