@@ -361,7 +361,7 @@ def test_runs_of_two_lengths_are_two_runs_and_a_report_takes_its_own(tmp_path, m
                                                                        (1, '600it')]
 
 
-def test_a_run_folder_from_before_lengths_is_kept_when_it_holds_the_same_config(tmp_path):
+def test_a_run_folder_from_before_lengths_is_kept_for_a_run_of_its_length(tmp_path):
     from plugin.repro import runner
     from plugin.repro.scales import describe
 

@@ -10,7 +10,7 @@ LENGTH is the run's schedule ('600it': 600 steps, '12ep': 12 epochs), so runs of
 at two lengths (``--iters``) are two runs, and a suite's report takes the runs of its own
 length. Runs live apart from suites, so a config two suites share (focal loss in table1b and
 table1d) runs once. A run folder written before the length was part of it (``NAME/seedS``)
-is used as it is when it holds the same config.
+is still used for a run of its length.
 """
 
 from __future__ import annotations
@@ -180,17 +180,19 @@ def _plan(entries: Iterable[SuiteEntry], options: ScaleOptions, seeds: list[int]
             cfg = build_run_config(entry, options, seed)
             length = schedule_name(cfg.train_cfg)
             plan.append(PlannedRun(entry, seed, cfg, length,
-                                   _run_dir(runs_dir, entry.name, length, seed, describe(cfg))))
+                                   _run_dir(runs_dir, entry.name, length, seed)))
     return plan
 
 
-def _run_dir(runs_dir: Path, name: str, length: str, seed: int, cfg_text: str) -> Path:
-    """``NAME/LENGTH/seedS``; a folder of the layout before lengths, ``NAME/seedS``, when it
-    holds this very config (its runs are kept, not run again)."""
+def _run_dir(runs_dir: Path, name: str, length: str, seed: int) -> Path:
+    """``NAME/LENGTH/seedS``; a folder of the layout before lengths, ``NAME/seedS``, when its
+    run has this length (its run is kept, and its config checked as any other's)."""
     unsized = runs_dir / name / f'seed{seed}'
     spec = unsized / 'spec.json'
-    if spec.is_file() and json.loads(spec.read_text())['config'] == cfg_text:
-        return unsized
+    if spec.is_file():
+        train_cfg = json.loads(json.loads(spec.read_text())['config']).get('train_cfg', {})
+        if schedule_name(train_cfg) == length:
+            return unsized
     return runs_dir / name / length / f'seed{seed}'
 
 
