@@ -357,3 +357,21 @@ def test_stock_retina_head_trains_with_dr_loss_through_custom_imports(tmp_path):
     done = subprocess.run([sys.executable, '-c', _STOCK_SCRIPT, str(config)], env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and 'ok' in done.stdout, done.stderr[-3000:]
+
+
+@pytest.mark.parametrize('config, scales', [
+    ('configs/negatives/retinanet_r18_quick_dr_loss.py', ('quick',)),
+    ('configs/negatives/retinanet_r50_fpn_600px_1x_coco_dr_loss.py', ('quick', 'coco'))])
+def test_quick_scale_runs_carry_the_dr_loss_method(config, scales):
+    """tools/reproduce.py's quick runs take the head, loss_cls and sampler of the config."""
+    from plugin.repro.scales import ScaleOptions, build_run_config
+    from plugin.repro.suites import SuiteEntry
+
+    root = Path(__file__).parent.parent
+    options = ScaleOptions(scale='quick', data_root='data/generated', repo_root=str(root))
+    cfg = build_run_config(SuiteEntry(config, scales=scales), options, seed=0)
+    head = cfg.model.bbox_head
+    assert head.type == 'MiningRetinaHead' and cfg.model.train_cfg.sampler.type == 'PseudoSampler'
+    assert dict(head.loss_cls) == dict(type='DRLoss', use_sigmoid=True, reduction='mean',
+                                       loss_weight=1.0)
+    assert head.num_classes == 6  # the quick data's
