@@ -69,3 +69,31 @@ def test_config_builds_trains_one_step_and_predicts(path):
     with torch.no_grad():
         results = model.test_step(det_batch([1, 0], size, num_classes, seed=1))
     assert len(results) == 2 and results[0].pred_instances.bboxes.shape[-1] == 4
+
+
+def test_ssd512_builds_and_computes_its_losses_on_its_seven_levels():
+    # The one config with a seventh feature level (an extra neck layer, its own anchors); its
+    # training step runs with -m slow (VGG at 512 px: ~90 s on 2 cores), this in seconds.
+    cfg = Config.fromfile(str(CONFIG_DIR / 'ssd' / 'ssd512_coco_mining.py'))
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    _clear_init_cfg(cfg.model)
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    head = model.bbox_head
+    num_levels = len(cfg.model.bbox_head.anchor_generator.strides)
+    assert num_levels == 7 == len(head.cls_convs) == len(head.prior_generator.strides)
+    batch = model.data_preprocessor(det_batch([2], _image_size(cfg), head.num_classes),
+                                    training=True)
+    with torch.no_grad():
+        feats = model.extract_feat(batch['inputs'])
+        cls_scores, bbox_preds = head(feats)
+        losses = head.loss_by_feat(cls_scores, bbox_preds,
+                                   [sample.gt_instances for sample in batch['data_samples']],
+                                   [sample.metainfo for sample in batch['data_samples']])
+    assert len(feats) == len(cls_scores) == num_levels
+    # one score per anchor and output at every level
+    anchors = head.prior_generator.grid_priors([s.shape[-2:] for s in cls_scores], device='cpu')
+    assert [len(a) * head.cls_out_channels for a in anchors] == \
+        [s[0].numel() for s in cls_scores]
+    assert all(torch.isfinite(loss).all() for loss in losses['loss_cls'] + losses['loss_bbox'])
