@@ -250,12 +250,16 @@ def test_adapter_refuses_a_per_anchor_loss_and_per_element_weights():
 NUM_CLASSES = 5
 
 
-def _mining_retina_head(sampler):
-    cfg = mmdet_config('retinanet/retinanet_r50_fpn_1x_coco.py')
+def _mining_head(sampler, kind='retina'):
+    base = 'retinanet/retinanet_r50_fpn_1x_coco.py' if kind == 'retina' else 'ssd/ssd300_coco.py'
+    cfg = mmdet_config(base)
     head = copy.deepcopy(cfg.model.bbox_head)
-    head.update(type='MiningRetinaHead', num_classes=NUM_CLASSES, in_channels=8,
-                feat_channels=8, stacked_convs=1, train_cfg=copy.deepcopy(cfg.model.train_cfg),
+    head.update(num_classes=NUM_CLASSES, train_cfg=copy.deepcopy(cfg.model.train_cfg),
                 test_cfg=cfg.model.test_cfg)
+    if kind == 'retina':
+        head.update(type='MiningRetinaHead', in_channels=8, feat_channels=8, stacked_convs=1)
+    else:
+        head.update(type='MiningSSDHead', in_channels=(8,) * 6)
     head.loss_cls = dict(type='DRLoss', use_sigmoid=True)
     head.train_cfg.sampler = sampler
     return MODELS.build(head)
@@ -273,10 +277,12 @@ def _head_problem(num_images=3, num_anchors=40, seed=9):
                 avg_factor=float(positive.sum()))
 
 
-def test_mining_retina_head_ranks_each_image_over_all_levels():
-    head = _mining_retina_head(dict(type='PseudoSampler'))
+@pytest.mark.parametrize('kind', ['retina', 'ssd'])
+def test_mining_heads_rank_each_image_over_all_levels(kind):
+    head = _mining_head(dict(type='PseudoSampler'), kind)
+    assert head.cls_out_channels == NUM_CLASSES  # sigmoid scores, no background output
     problem = _head_problem()
-    losses = head.loss_by_batch(**problem, level_sizes=[25, 10, 5])
+    losses = head.loss_by_batch(**problem, level_sizes=[25, 10, 5] if kind == 'retina' else None)
     (loss_cls,) = losses['loss_cls']  # one ranking per image, all levels together
     want = _reference(problem['cls_score'].detach().double(), problem['labels'],
                       problem['label_weights'].double())
@@ -287,7 +293,7 @@ def test_mining_retina_head_ranks_each_image_over_all_levels():
 
 
 def test_mining_retina_head_with_a_loss_ranked_sampler_says_to_use_pseudo_sampler():
-    head = _mining_retina_head(dict(type='HardNegativeSampler', neg_pos_ratio=3))
+    head = _mining_head(dict(type='HardNegativeSampler', neg_pos_ratio=3))
     with pytest.raises(ValueError, match='PseudoSampler'):
         head.loss_by_batch(**_head_problem(), level_sizes=[25, 10, 5])
 
