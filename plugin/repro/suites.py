@@ -102,15 +102,15 @@ SUITES: dict[str, Suite] = {s.name: s for s in (
         *(SuiteEntry(f'configs/negatives/retinanet_r18_quick_{c}.py', scales=QUICK_SCALES)
           for c in ('ce_hard1to3', 'ce_soft_t01', 'ce_soft_t1', 'ce_soft_t10',
                     'ce_soft_t100', 'ce_alpha75', 'focal', 'focal_hard1to3', 'ghmc',
-                    # the temperature schedules, and PISA as an outside reference
-                    'ce_soft_t10_to_hard', 'ce_hard_to_soft_t10', 'pisa')),
+                    # the temperature schedules; PISA and DR Loss as outside references
+                    'ce_soft_t10_to_hard', 'ce_hard_to_soft_t10', 'pisa', 'dr_loss')),
         # The same grid at the paper's Table 1 setting (R50-FPN, 600 px), and SSD300.
         *(SuiteEntry(f'configs/negatives/retinanet_r50_fpn_600px_1x_coco_{c}.py',
                      scales=COCO_SCALES)
           for c in ('ce_hard1to3', 'ce_soft_t01', 'ce_soft_t1', 'ce_soft_t10',
                     'ce_soft_t100', 'ce_alpha75', 'focal', 'focal_hard1to3', 'ghmc',
-                    # the temperature schedules, and PISA as an outside reference
-                    'ce_soft_t10_to_hard', 'ce_hard_to_soft_t10', 'pisa')),
+                    # the temperature schedules; PISA and DR Loss as outside references
+                    'ce_soft_t10_to_hard', 'ce_hard_to_soft_t10', 'pisa', 'dr_loss')),
         SuiteEntry('configs/ssd/ssd300_coco_mining.py', 25.5, 'mmdet model zoo',
                    scales=COCO_SCALES),
         SuiteEntry('configs/ssd/ssd300_coco_mining_soft.py', scales=COCO_SCALES),
