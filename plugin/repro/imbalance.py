@@ -17,8 +17,8 @@ Effective negatives per positive (one axis for every way of treating negatives).
 scores on a split, with anchors assigned as in training (positive, negative, ignored), a method
 (a head, its classification loss and its sampler, taken from a config) gives every anchor a
 weight in the classification gradient. Relative to plain sigmoid cross entropy on the same
-scores (normalized as RetinaNet normalizes it, by the batch's positive anchors), anchor i's
-weight is
+scores (normalized as RetinaNet normalizes it: by the batch's positive anchors, at least 1 per
+image), anchor i's weight is
 
     w_i = sum_c |dL_method / dx_ic| / sum_c |dCE / dx_ic|,   |dCE / dx_ic| = |sigmoid(x_ic) - y_ic|,
 
@@ -257,7 +257,7 @@ def anchor_weights(gradient: Tensor, logits: Tensor, labels: Tensor,
         logits: (B, A, C) the scores.
         labels: (B, A) class indices, C = background.
         normalizer: what the cross entropy is divided by (RetinaNet: the batch's positive
-            anchors, at least 1).
+            anchors, at least 1 per image).
 
     Returns:
         (B, A) sum_c |gradient| / sum_c |sigmoid(x) - y| * normalizer; 0 where the cross
@@ -345,7 +345,8 @@ class EffectiveNegatives:
         """Add one batch's anchor weights under every method."""
         num_classes = next(iter(self.heads.values())).num_classes
         positive = (batch.labels < num_classes) & (batch.label_weights > 0)
-        normalizer = max(float(positive.sum()), 1.0)  # RetinaNet's cross entropy's
+        # RetinaNet's normalizer (mmdet's avg_factor): the positives, at least 1 per image.
+        normalizer = float(positive.sum(1).clamp(min=1).sum())
         bbox_preds = [b.detach() for b in batch.bbox_preds]
         with torch.enable_grad():
             scores = [s.detach().double().requires_grad_() for s in batch.cls_scores]
