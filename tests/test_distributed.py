@@ -245,3 +245,26 @@ def test_a_stuck_thread_or_exit_handler_ends_at_the_deadline(tmp_path, script, s
     assert waited_for in run.stderr, run.stderr[-3000:]
     if script is STUCK_EXIT_HANDLER:
         assert 'stuck_handler' in run.stderr  # the handler, named by its frames
+
+
+def _fail(exception: BaseException):
+    def main() -> int:
+        raise exception
+    return main
+
+
+@pytest.mark.parametrize(('main', 'status', 'printed'), [
+    (lambda: 3, 3, ''),
+    (_fail(SystemExit(2)), 2, ''),
+    (_fail(SystemExit('error: one line')), 1, 'error: one line'),
+    (_fail(ZeroDivisionError('division by zero')), 1, 'ZeroDivisionError: division by zero'),
+], ids=['status', 'exit_code', 'exit_message', 'exception'])
+def test_exit_after_ends_every_way_out_through_exit_process(monkeypatch, capsys, main, status,
+                                                            printed):
+    from plugin import compat
+
+    ended = []
+    monkeypatch.setattr(compat, 'exit_process', ended.append)
+    compat.exit_after(main)
+    assert ended == [status]
+    assert printed in capsys.readouterr().err
