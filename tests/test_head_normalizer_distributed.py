@@ -14,7 +14,10 @@ import plugin  # noqa: F401
 
 SAMPLERS = {'pseudo': dict(type='PseudoSampler'),
             'hard': dict(type='HardNegativeSampler', neg_pos_ratio=3),
-            'soft': dict(type='HardNegativeSampler', mode='soft', temperature=1.0)}
+            'soft': dict(type='HardNegativeSampler', mode='soft', temperature=1.0),
+            # normalized by the positives OHEM kept, which differ between the processes
+            'ohem': dict(type='HardNegativeSampler', mode='ohem', batch_size=64, nms_thr=0.7,
+                         neg_pos_ratio=3)}
 
 
 def _batch():
