@@ -52,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('--dry-run', action='store_true',
                         help='write the run folders and print the commands only')
     parser.add_argument('--report-only', action='store_true',
-                        help='run nothing; rewrite the tables and figure from the records')
+                        help='run nothing; rewrite the tables and figure from the records '
+                        '(of the runs as long as --iters, or the configs\' own schedule)')
     return parser
 
 

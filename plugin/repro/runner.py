@@ -121,7 +121,8 @@ def run_suite(suite: Suite, options: ScaleOptions, seeds: list[int], out: Path,
 
     ``only`` restricts the suite to the entries of those names. ``dry_run`` writes the run
     folders and prints the commands without running them; ``report_only`` runs nothing and
-    rewrites the report from the records there are.
+    rewrites the report from the records there are. Reports take the runs of this call's
+    length(s) only (``options.max_iters``, else each config's own schedule).
     """
     entries = _select_entries(suite, options.scale, only)
     runs_dir = out / options.scale / 'runs'
