@@ -266,7 +266,7 @@ def exit_process(status: int, *, deadline_s: float | None = None) -> NoReturn:
     narrows the window, so a multi-process run skips finalization: non-daemon threads are
     joined, exit handlers run (logging flushes its files), the standard streams are flushed,
     then ``os._exit``. Module globals are not torn down. Without a process group this is
-    ``raise SystemExit(status)``.
+    ``raise SystemExit(status)`` once the threads have ended.
 
     Waiting has a deadline: ``deadline_s`` seconds for the threads and the exit handlers
     together (default: ``PLUGIN_EXIT_DEADLINE_S`` from the environment, else
