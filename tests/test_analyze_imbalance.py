@@ -113,8 +113,10 @@ def test_tool_on_hand_set_scores(tmp_path):
     out = tmp_path / 'out'
     run = subprocess.run(
         [sys.executable, 'tools/analyze_imbalance.py', QUICKSTART, str(checkpoint),
-         '--gammas', '0', '2', '--out', str(out), '--cfg-options',
-         f'val_dataloader.dataset.data_root={data}/'],
+         '--gammas', '0', '2', '--out', str(out), '--methods',
+         *(f'configs/negatives/retinanet_r18_quick_{m}.py' for m in ('ce_hard1to3',
+                                                                    'ce_alpha75')),
+         '--cfg-options', f'val_dataloader.dataset.data_root={data}/'],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     stats = json.loads((out / 'imbalance.json').read_text())
@@ -143,6 +145,14 @@ def test_tool_on_hand_set_scores(tmp_path):
             assert shares[f'{what}_share_negatives'] == pytest.approx(n / (p + n), rel=1e-5)
             assert shares[f'{what}_share_easy_negatives'] == pytest.approx(n / (p + n),
                                                                            rel=1e-5)
+    # Effective negatives per positive: hard 1:3 mining keeps 3 per positive; alpha-balanced
+    # CE weighs a negative anchor .25 and a positive one by its row's alpha over CE's.
+    effective = stats['effective_negatives']
+    assert effective['retinanet_r18_quick_ce_hard1to3']['per_positive'] == pytest.approx(3.0)
+    p = 1 / (1 + math.exp(-bias))
+    positive_row = (0.75 * (1 - p) + 0.25 * (classes - 1) * p) / ((1 - p) + (classes - 1) * p)
+    assert effective['retinanet_r18_quick_ce_alpha75']['per_positive'] == pytest.approx(
+        neg * 0.25 / (pos * positive_row), rel=1e-6)
 
 
 def test_record_paths_read_the_same_on_another_machine(tmp_path):
