@@ -15,8 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reference as ref
-from plugin.ops import (box_iou, equalized_focal_loss, focal_loss_star, hard_negative_mask,
-                        ohem_mask, poly1_focal_loss, sigmoid_focal_loss, softmax_focal_loss)
+from mmdet.structures.bbox import bbox_overlaps  # an IoU written apart from plugin/ops/nms.py
+
+from plugin.ops import (equalized_focal_loss, focal_loss_star, hard_negative_mask, ohem_mask,
+                        poly1_focal_loss, sigmoid_focal_loss, softmax_focal_loss)
 
 # Small on purpose: the default suite runs these on every commit.
 PROPERTY = settings(max_examples=30, deadline=None, database=None,
@@ -218,6 +220,18 @@ def test_hard_negatives_budget_and_ranking(problem, ratio, min_negatives):
             assert picked.min() >= left.max()
 
 
+def _greedy_survivors(losses: list[float], boxes: torch.Tensor, candidate: list[bool],
+                      nms_thr: float) -> list[int]:
+    """Sequential greedy NMS by a plain loop: candidates by descending loss, each kept unless a
+    kept one overlaps it (mmdet's IoU) by more than nms_thr."""
+    overlaps = bbox_overlaps(boxes, boxes).tolist()
+    kept = []
+    for i in sorted((i for i in range(len(losses)) if candidate[i]), key=lambda i: -losses[i]):
+        if all(overlaps[i][j] <= nms_thr for j in kept):
+            kept.append(i)
+    return kept
+
+
 @MINING_PROPERTY
 @given(problem=mining_problems(), batch_size=st.integers(1, 64),
        nms_thr=st.sampled_from([0.3, 0.5, 0.7, 1.0]),
@@ -229,17 +243,31 @@ def test_ohem_budget_nms_and_ignored(problem, batch_size, nms_thr, ratio, min_ne
     assert not (chosen & ~candidate).any()  # never an ignored anchor
     for row in range(losses.shape[0]):
         picked = chosen[row]
-        assert int(picked.sum()) <= batch_size
-        overlaps = box_iou(boxes[row][picked], boxes[row][picked]).fill_diagonal_(0)
+        num_pos = int((picked & positive[row]).sum())
+        num_neg = int((picked & ~positive[row]).sum())
+        assert num_pos + num_neg <= batch_size
+        overlaps = bbox_overlaps(boxes[row][picked], boxes[row][picked]).fill_diagonal_(0)
         assert (overlaps <= nms_thr).all()
         if ratio is None and candidate[row].any():
             # The highest-loss candidate survives any NMS, and is always taken.
             assert picked[losses[row].masked_fill(~candidate[row], -1).argmax()] or \
                 losses[row][candidate[row]].max() == losses[row][picked].max()
         if ratio is not None:
-            num_pos = int((picked & positive[row]).sum())
-            assert int((picked & ~positive[row]).sum()) <= max(int(num_pos * ratio),
-                                                             min_negatives)
+            assert num_neg <= max(math.floor(num_pos * ratio), min_negatives)
+        row_losses = losses[row].tolist()
+        candidates = [row_losses[i] for i in range(len(row_losses)) if candidate[row, i]]
+        if len(set(candidates)) < len(candidates):
+            continue  # tied losses: NMS survivors depend on the order of the ties
+        # Lower bounds too (an empty selection must fail): the counts the rule must keep.
+        survivors = _greedy_survivors(row_losses, boxes[row], candidate[row].tolist(), nms_thr)
+        if ratio is None:
+            assert num_pos + num_neg == min(batch_size, len(survivors))
+            continue
+        positive_survivors = sum(bool(positive[row, i]) for i in survivors)
+        expected_pos = min(math.ceil(batch_size / (1 + ratio)), positive_survivors)
+        expected_neg = min(max(math.floor(ratio * expected_pos), min_negatives),
+                           batch_size - expected_pos, len(survivors) - positive_survivors)
+        assert (num_pos, num_neg) == (expected_pos, expected_neg)
 
 
 @pytest.fixture(scope='module')
