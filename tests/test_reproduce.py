@@ -169,16 +169,16 @@ def test_separation_needs_the_mean_beyond_two_standard_errors(differences, verdi
 def test_confirmations_use_the_fresh_seeds_alone():
     neg = 'retinanet_r18_quick_'
     # seeds 0-4 (exploratory) favour T 10 by .05; the fresh seeds 5-9 by -.01 .. +.01
-    records = [{'name': neg + 'ce_soft_t10', 'seed': s, 'AP': 0.40} for s in range(5)]
-    records += [{'name': neg + 'ce_hard1to3', 'seed': s, 'AP': 0.35} for s in range(5)]
     fresh = (0.01, -0.01, 0.0, 0.01, -0.01)
-    records += [{'name': neg + 'ce_soft_t10', 'seed': 5 + i, 'AP': 0.40 + d}
-                for i, d in enumerate(fresh)]
-    records += [{'name': neg + 'ce_hard1to3', 'seed': 5 + i, 'AP': 0.40} for i in range(5)]
+    records = [*_records(neg + 'ce_soft_t10', [0.40] * 5 + [0.40 + d for d in fresh]),
+               *_records(neg + 'ce_hard1to3', [0.35] * 5 + [0.40] * 5)]
     got = check_confirmations(records)
     assert [c.first for c in got] == [neg + 'ce_soft_t10']  # the other sides never ran
     assert got[0].seed_differences == pytest.approx(fresh)
     assert got[0].separation.verdict == 'not separated' and got[0].separation.seeds == 5
+    # and the exploratory ordering of the same pair keeps to seeds 0-4
+    exploratory = check_orderings(records)[0]
+    assert exploratory.seed_differences == pytest.approx((0.05,) * 5)
 
 
 def _tool(args: list[str], **kwargs) -> subprocess.CompletedProcess:

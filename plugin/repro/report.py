@@ -40,6 +40,9 @@ class Separation:
         """One line: the verdict, the threshold, the mean +- SE and the sign count."""
         if self.seeds == 0:
             return 'not separated (no seed run by both sides)'
+        if self.seeds == 1:
+            return (f'not separated (one seed, no standard error); difference {self.mean:+.3f} '
+                    f'AP')
         return (f'{self.verdict} (threshold {self.threshold_se:g} standard errors); paired '
                 f'mean {self.mean:+.3f} ± {self.standard_error:.3f} AP over {self.seeds} '
                 f'seeds, {self.above} above, {self.below} below, '
@@ -103,7 +106,8 @@ def check_orderings(records: list[dict[str, Any]],
                     among: set[str] | None = None) -> list[Ordering]:
     """The orderings of :data:`CLAIMS` among ``records`` (any suites of one scale); a claim
     whose two sides were not both run, or (given ``among``) that names none of those configs,
-    is left out."""
+    is left out. The confirmatory seeds stay out: they test only what was declared."""
+    records = [r for r in records if r['seed'] not in CONFIRMATORY_SEEDS]
     names = {r['name'] for r in records}
     summaries = {n: summarize(records, n) for n in names}
     out = []
@@ -176,7 +180,8 @@ def _markdown(suite: Suite, scale: str, summaries: list[tuple[Any, Summary | Non
         lines.append(f'| {entry.name} | {seeds} | {cells} | {ref} |')
     lines += ['', '## Orderings (exploratory)', '',
               'Each claim\'s side that is the best of several configs was picked on the same '
-              'seeds that measure it, so these margins are optimistic.', '']
+              'seeds that measure it, so these margins are optimistic. The confirmatory seeds '
+              f"({' '.join(map(str, CONFIRMATORY_SEEDS))}) are left out here.", '']
     if not orderings:
         lines.append('None checkable yet: no claim had both of its sides run.')
     for o in orderings:
