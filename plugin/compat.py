@@ -276,7 +276,7 @@ def exit_process(status: int, *, deadline_s: float | None = None) -> NoReturn:
     if deadline_s is None:
         deadline_s = float(os.environ.get('PLUGIN_EXIT_DEADLINE_S', EXIT_DEADLINE_S))
     deadline = time.monotonic() + deadline_s
-    stuck = _join_threads(deadline)
+    stuck = _join_threads(deadline, deadline_s, status)
     if stuck:
         _report_expiry(deadline_s, status, [f'thread {t.name!r} at {_where(t.ident)}'
                                             for t in stuck])
@@ -309,14 +309,17 @@ def exit_after(main: Callable[[], int]) -> NoReturn:
     exit_process(status)
 
 
-def _join_threads(deadline: float) -> list[threading.Thread]:
+def _join_threads(deadline: float, deadline_s: float, status: int) -> list[threading.Thread]:
     """Join the non-daemon threads (what finalization would wait for) until ``deadline``;
     returns those still running then."""
     # First what finalization does first (threading._shutdown): the callbacks registered with
     # threading._register_atexit, e.g. concurrent.futures telling its idle pool workers to
-    # end. Without them an idle ThreadPoolExecutor worker is never done.
+    # end. Without them an idle ThreadPoolExecutor worker is never done. They join the pool's
+    # workers themselves, without a deadline (a busy worker), hence the watchdog.
+    finished = _watch(deadline, deadline_s, status)
     for callback in reversed(getattr(threading, '_threading_atexits', [])):
         callback()
+    finished.set()
     while True:
         waiting = [t for t in threading.enumerate()
                    if t is not threading.main_thread() and not t.daemon and t.is_alive()]

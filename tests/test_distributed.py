@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -174,6 +175,7 @@ def test_exit_process_without_a_process_group_is_a_plain_exit(monkeypatch):
     from plugin.compat import exit_process
 
     monkeypatch.setattr(atexit, 'register', lambda *args: None)  # the deadline of this process
+    monkeypatch.setattr(threading, '_threading_atexits', [])  # its thread pools' shutdown
     with pytest.raises(SystemExit) as exit_:
         exit_process(2)
     assert exit_.value.code == 2
@@ -218,6 +220,15 @@ threading.Thread(target=threading.Event().wait, name='stuck-writer').start()
 exit_process(4, deadline_s=float(sys.argv[1]))
 """
 
+# A pool worker busy for good: the pools' shutdown callback joins it without a deadline.
+BUSY_POOL = """
+import sys, threading
+from concurrent.futures import ThreadPoolExecutor
+from plugin.compat import exit_process
+ThreadPoolExecutor(1).submit(threading.Event().wait)
+exit_process(5, deadline_s=float(sys.argv[1]))
+"""
+
 STUCK_EXIT_HANDLER = LOAD_COMPAT + """
 import atexit, sys, threading
 import torch.distributed as dist
@@ -234,7 +245,8 @@ compat.exit_process(3, deadline_s=float(sys.argv[1]))
 @pytest.mark.parametrize(('script', 'status', 'waited_for'), [
     (STUCK_THREAD, 4, "thread 'stuck-writer' at wait"),
     (STUCK_EXIT_HANDLER, 3, 'an exit handler at wait'),
-], ids=['thread', 'exit_handler'])
+    (BUSY_POOL, 5, 'an exit handler at '),
+], ids=['thread', 'exit_handler', 'busy_pool'])
 def test_a_stuck_thread_or_exit_handler_ends_at_the_deadline(tmp_path, script, status,
                                                              waited_for):
     run = subprocess.run([sys.executable, '-c', script, str(DEADLINE_S),
@@ -245,6 +257,8 @@ def test_a_stuck_thread_or_exit_handler_ends_at_the_deadline(tmp_path, script, s
     assert waited_for in run.stderr, run.stderr[-3000:]
     if script is STUCK_EXIT_HANDLER:
         assert 'stuck_handler' in run.stderr  # the handler, named by its frames
+    if script is BUSY_POOL:
+        assert '_python_exit' in run.stderr  # concurrent.futures' shutdown, joining its worker
 
 
 def _fail(exception: BaseException):
