@@ -269,6 +269,18 @@ def test_a_coco_smoke_run_keeps_the_schedule_shape_and_evaluates_a_few_images():
     assert random.model.backbone.init_cfg is None
 
 
+def test_several_gpus_without_a_launcher_is_one_clear_message(tmp_path):
+    # coco-short would plan 8 GPUs' batch split for what would run as one process
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONWARNINGS': 'ignore'}
+    proc = subprocess.run([sys.executable, 'tools/reproduce.py', 'table1b', '--scale',
+                           'coco-short', '--data-root', str(tmp_path), '--gpus', '8'],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        'error: --gpus 8 needs --launcher pytorch or slurm (without one, each run is a single '
+        'process)')
+
+
 # ------------------------------------------ tools/reproduce.py --scale coco, end to end
 END_TO_END = [('table1b', 'table1b_fl_gamma2_alpha25'),
               ('table1d', 'table1d_ohem_b128_nms05'),

@@ -66,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.data_root is None and args.scale != 'quick':
             raise ValueError(f'--scale {args.scale} needs --data-root DIR (COCO layout: '
                              f'annotations/instances_train2017.json, train2017/ ...)')
+        if args.gpus > 1 and args.launcher == 'none':
+            raise ValueError(f'--gpus {args.gpus} needs --launcher pytorch or slurm (without '
+                             f'one, each run is a single process)')
         data_root = Path(args.data_root or ROOT / 'data' / 'quick_scale').resolve()
         options = ScaleOptions(scale=args.scale, data_root=str(data_root),
                                max_iters=args.iters, repo_root=str(ROOT), gpus=args.gpus,
