@@ -42,11 +42,13 @@ def coco_configs() -> list[Path]:
     return found
 
 
-# One per family in the default run: the plain RetinaNet, the paper's OHEM (R101), SSD300's
-# mining head, and the soft-mining negatives member.
-DEFAULT_RUN = ('retinanet/retinanet_r50_fpn_1x_coco_focal.py',
-               'ablations/table1d_ohem_b128_nms05.py', 'ssd/ssd300_coco_mining.py',
+# The default run keeps the suite's time budget: the paper's R50-FPN at 600 px with focal
+# loss, SSD300's mining head, and the soft-mining negatives member (R50-FPN, 600 px). The
+# retinanet family (1333 x 800, ~2.5x the pixels, several minutes a run on 2 cores) and R101
+# run under -m slow with the rest.
+DEFAULT_RUN = ('ablations/table1b_fl_gamma2_alpha25.py', 'ssd/ssd300_coco_mining.py',
                'negatives/retinanet_r50_fpn_600px_1x_coco_ce_soft_t10.py')
+SLOW_FAMILIES = ('retinanet',)
 
 
 def smoke_run(config: Path, work_dir: Path) -> dict:
@@ -107,7 +109,7 @@ def _smoke_params():
 
 def test_default_run_has_one_config_per_family():
     chosen = {Path(p).parts[0] for p in DEFAULT_RUN}
-    assert chosen == set(CONFIG_FAMILIES)
+    assert chosen == set(CONFIG_FAMILIES) - set(SLOW_FAMILIES)
     assert all(ROOT / 'configs' / p in coco_configs() for p in DEFAULT_RUN)
 
 
