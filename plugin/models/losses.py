@@ -39,10 +39,6 @@ class _MMDetLoss(nn.Module):
             raise ValueError(f'{type(self).__name__} has use_sigmoid={self.use_sigmoid}; got '
                              f'use_sigmoid={use_sigmoid}: use {other} instead')
         self.reduction = check_reduction(reduction)
-        if reduction not in ('sum', 'mean'):
-            raise ValueError(f"DRLoss reduction={reduction!r}; allowed: 'sum' or 'mean' "
-                             f'(over the rankings, see grouping)')
-        self.reduction = reduction
         self.loss_weight = float(loss_weight)
 
     def forward(self, pred: Tensor, target: Tensor, weight: Tensor | None = None,
