@@ -108,8 +108,32 @@ OHEM_NMS05 = ('table1d_ohem_b128_nms05', 'table1d_ohem_1to3_b128_nms05')
 FL_1200 = json.loads((RESULTS / 'quick' / 'fl_gamma2_1200_steps_seed0.json').read_text())
 BENCH, README = 'docs/benchmarks.md', 'README.md'
 
+CONF = 'negatives_confirmatory'
+
+
+def confirmed(first: str, second: str) -> tuple[float, float, float]:
+    """The fresh seeds' paired mean, its standard error and their ratio."""
+    d = seed_differences(CONF, f'retinanet_r18_quick_{first}', f'retinanet_r18_quick_{second}')
+    se = statistics.stdev(d) / math.sqrt(len(d))
+    return statistics.mean(d), se, statistics.mean(d) / se
+
+
 # (file, sentence with {} fields, the fields' values from the records)
 CLAIMS: list[tuple[str, str, Callable[[], tuple]]] = [
+    # the confirmatory comparisons on seeds 5-9
+    (BENCH, 'above hard 1:3 mining**: {:+.3f} ± {:.3f} AP, 5 of 5 seeds, t {:.1f}',
+     lambda: confirmed('ce_soft_t10', 'ce_hard1to3')),
+    (BENCH, 'below soft mining at T 10**: {:+.3f} ± {:.3f}, 5 of 5 seeds below, t {:.1f}',
+     lambda: confirmed('focal', 'ce_soft_t10')),
+    (BENCH, 'soft to hard {:+.3f} ± {:.3f}, t {:.1f}',
+     lambda: confirmed('ce_soft_t10_to_hard', 'ce_soft_t10')),
+    (BENCH, 'hard to soft {:+.3f} ± {:.3f}, t {:.1f})',
+     lambda: confirmed('ce_hard_to_soft_t10', 'ce_soft_t10')),
+    (BENCH, '**DR Loss is far below** ({:+.3f} ± {:.3f}, 5 of 5)',
+     lambda: confirmed('dr_loss', 'ce_soft_t10')[:2]),
+    (README, 'soft mining at T 10 above hard 1:3 mining, {} +- {} AP (5 of 5 seeds)',
+     lambda: ('+' + short(confirmed('ce_soft_t10', 'ce_hard1to3')[0]),
+              short(confirmed('ce_soft_t10', 'ce_hard1to3')[1]))),
     # table1b: gamma 5 against gamma 2
     (BENCH, 'here {:.3f}, {:.1f} seed spreads)', lambda: (
         mean(*FL) - mean('table1b', 'table1b_fl_gamma5_alpha25'),
@@ -273,7 +297,9 @@ def test_every_result_table_row_matches_its_records():
         entry = entries[cells[0]]
         assert cells[1] == ' '.join(map(str, entry['seeds'])), cells
         for metric, cell in zip(('AP', 'AP50', 'AP75', 'APs', 'APm'), cells[2:7]):
-            printed = f"{entry['mean'][metric]:.3f} ± {entry['std'][metric]:.3f}"
+            std = entry['std'][metric]  # one seed: no spread printed
+            printed = f"{entry['mean'][metric]:.3f}" + ('' if std is None or math.isnan(std)
+                                                        else f' ± {std:.3f}')
             assert cell == printed, f'{records.parent.name} {cells[0]} {metric}: {cell}'
         checked += 1
     # table1d 7, table1b 7, table1a 7, appendix 4, ssd 3, negatives 9, at 1,200 steps 3
