@@ -56,6 +56,7 @@ class SoftMiningTemperatureHook(Hook):
             raise ValueError(f'SoftMiningTemperatureHook: schedule={schedule!r}; allowed: '
                              f'{SCHEDULES}')
         self.start, self.end, self.schedule = float(start), float(end), schedule
+        self._samplers: list[HardNegativeSampler] = []  # set in before_train
 
     @staticmethod
     def _soft_samplers(model: Any) -> list[HardNegativeSampler]:
@@ -65,7 +66,9 @@ class SoftMiningTemperatureHook(Hook):
         return [s for s in samplers if s.mode == 'soft']
 
     def before_train(self, runner: Any) -> None:
-        if not self._soft_samplers(runner.model):
+        # Found once: the model's samplers do not change during training.
+        self._samplers = self._soft_samplers(runner.model)
+        if not self._samplers:
             raise ValueError("SoftMiningTemperatureHook: the model has no "
                              "HardNegativeSampler with mode='soft'; set "
                              "model.train_cfg.sampler=dict(type='HardNegativeSampler', "
@@ -74,6 +77,6 @@ class SoftMiningTemperatureHook(Hook):
     def before_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
         temperature = scheduled_temperature(runner.iter, runner.max_iters, self.start, self.end,
                                          self.schedule)
-        for sampler in self._soft_samplers(runner.model):
+        for sampler in self._samplers:
             sampler.temperature = temperature
         runner.message_hub.update_scalar('train/temperature', temperature)
