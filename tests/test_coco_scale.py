@@ -127,6 +127,15 @@ def test_coco_config_trains_two_steps_and_evaluates_on_real_images(config, tmp_p
     assert 0.0 <= result['metrics']['coco/bbox_mAP_50'] <= 1.0
 
 
+def test_the_docs_smoke_table_has_one_row_per_coco_config():
+    # A config added (or renamed) without its measured row is caught here, not by a reader.
+    rows = [line.split('|')[1].strip() for line in
+            (ROOT / 'docs' / 'coco_smoke.md').read_text().splitlines()
+            if line.startswith('| ') and line.split('|')[1].strip().endswith('.py')]
+    assert len(rows) == len(set(rows))
+    assert sorted(rows) == sorted(str(p.relative_to(ROOT / 'configs')) for p in coco_configs())
+
+
 def _distinct_first() -> list[Path]:
     """The default run's configs, then one per distinct model (backbone, input size, head,
     loss, sampler), then the rest: the order of the smoke table, so that a table cut short
