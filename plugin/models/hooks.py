@@ -39,7 +39,9 @@ class SoftMiningTemperatureHook(Hook):
 
     Args:
         start: temperature at the first iteration (>= 0; 0 is hard mining).
-        end: temperature at the last iteration (>= 0).
+        end: temperature the schedule reaches at ``max_iters`` (>= 0); the last iteration,
+            ``max_iters - 1``, trains one step short of it (a 2-step run: ``start``, then
+            the midpoint).
         schedule: 'cosine' (slow at both ends) or 'linear'.
 
     The temperature reached is logged as ``temperature`` with the losses.
