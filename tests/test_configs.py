@@ -12,19 +12,10 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmdet.registry import MODELS
 
+from plugin.repro.scales import clear_init_cfg
+
 CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
 CONFIGS = sorted(p for p in CONFIG_DIR.rglob('*.py') if '_base_' not in p.parts)
-
-
-def _clear_init_cfg(cfg):
-    if isinstance(cfg, dict):
-        if 'init_cfg' in cfg:
-            cfg['init_cfg'] = None
-        for value in cfg.values():
-            _clear_init_cfg(value)
-    elif isinstance(cfg, list):
-        for value in cfg:
-            _clear_init_cfg(value)
 
 
 def _image_size(cfg):
@@ -53,7 +44,7 @@ def test_config_builds_trains_one_step_and_predicts(path):
     cfg = Config.fromfile(str(path))
     assert 'plugin' in cfg.custom_imports['imports']
     init_default_scope(cfg.get('default_scope', 'mmdet'))
-    _clear_init_cfg(cfg.model)
+    clear_init_cfg(cfg.model)
     cfg.model.test_cfg.score_thr = 0.0
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
@@ -76,7 +67,7 @@ def test_ssd512_builds_and_computes_its_losses_on_its_seven_levels():
     # training step runs with -m slow (VGG at 512 px: ~90 s on 2 cores), this in seconds.
     cfg = Config.fromfile(str(CONFIG_DIR / 'ssd' / 'ssd512_coco_mining.py'))
     init_default_scope(cfg.get('default_scope', 'mmdet'))
-    _clear_init_cfg(cfg.model)
+    clear_init_cfg(cfg.model)
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
     model.init_weights()

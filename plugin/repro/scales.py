@@ -29,7 +29,7 @@ from plugin.data.errors import MissingDataError
 
 from .suites import COCO_SCALES, SCALES, SuiteEntry
 
-__all__ = ['QUICK_BASE', 'QUICKSTART', 'ScaleOptions', 'build_run_config',
+__all__ = ['QUICK_BASE', 'QUICKSTART', 'ScaleOptions', 'build_run_config', 'clear_init_cfg',
            'check_data', 'method_of', 'quickstart_changes']
 
 QUICK_BASE = 'configs/_base_/quick_scale.py'
@@ -260,16 +260,16 @@ def _to_steps(cfg: Config, fraction: float, gpus: int, accumulate: bool) -> None
     cfg.default_hooks.checkpoint.update(by_epoch=False, interval=max(1, max_iters // 12))
 
 
-def _clear_init_cfg(node: Any) -> None:
+def clear_init_cfg(node: Any) -> None:
     """Every ``init_cfg`` under ``node`` becomes None (no pretrained weights are read)."""
     if isinstance(node, dict):
         if 'init_cfg' in node:
             node['init_cfg'] = None
         for value in node.values():
-            _clear_init_cfg(value)
+            clear_init_cfg(value)
     elif isinstance(node, list):
         for value in node:
-            _clear_init_cfg(value)
+            clear_init_cfg(value)
 
 
 def _coco_config(entry_cfg: Config, options: ScaleOptions, seed: int) -> Config:
@@ -278,7 +278,7 @@ def _coco_config(entry_cfg: Config, options: ScaleOptions, seed: int) -> Config:
     cfg = entry_cfg
     _point_at_root(cfg, options.data_root)
     if not options.pretrained:
-        _clear_init_cfg(cfg.model)
+        clear_init_cfg(cfg.model)
     if options.scale == 'coco-short':
         _to_steps(cfg, COCO_SHORT_FRACTION, options.gpus, accumulate=True)
     if options.max_iters is not None:
